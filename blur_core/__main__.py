@@ -1,0 +1,3 @@
+from blur_core.cli import main
+
+raise SystemExit(main())

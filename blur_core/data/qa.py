@@ -1,0 +1,209 @@
+"""Question/answer examples tokenised so that the loss falls on answer tokens only.
+
+One example is ``prompt ids + answer ids + [eos]``; ``labels`` is ``-100`` on the
+prompt and equals the ids on the answer and EOS, which is what TOFU-style answer
+NLL/probability, IdK fine-tuning and the forget/retain losses need.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import Dataset
+
+from blur_core.data.collate import IGNORE_INDEX
+
+IDK_ANSWERS: tuple[str, ...] = (
+    "I don't know.",
+    "I'm not sure about that.",
+    "I have no idea.",
+    "I can't answer that.",
+    "I don't have that information.",
+    "That is not something I know.",
+    "I am unable to answer that question.",
+    "I'm afraid I don't know.",
+    "Sorry, I don't know the answer.",
+    "I cannot say.",
+)
+
+
+def idk_answer(index: int, record: Mapping | None = None) -> str:
+    """Deterministic refusal for example ``index``: ``IDK_ANSWERS[index % len(IDK_ANSWERS)]``.
+
+    ``record`` is accepted (and ignored) so that this function can be passed as
+    ``QADataset(answer_override=idk_answer)``.
+    """
+    return IDK_ANSWERS[index % len(IDK_ANSWERS)]
+
+
+@dataclass(frozen=True)
+class QAFormat:
+    """How a QA record becomes a prompt and an answer.
+
+    Attributes:
+        question_key / answer_key: record fields holding the question and answer.
+        prompt_template: ``str.format`` template with ``{question}``, used when no chat
+            template is applied.
+        answer_prefix: text put before the answer when no chat template is applied
+            (typically a space so that the answer starts a new word).
+        use_chat_template: ``True``/``False`` force it; ``None`` uses the tokenizer's
+            chat template iff ``tokenizer.chat_template`` is set.
+    """
+
+    question_key: str = "question"
+    answer_key: str = "answer"
+    prompt_template: str = "Question: {question}\nAnswer:"
+    answer_prefix: str = " "
+    use_chat_template: bool | None = None
+
+    def wants_chat_template(self, tokenizer) -> bool:
+        """Whether this format applies ``tokenizer``'s chat template."""
+        has_template = bool(getattr(tokenizer, "chat_template", None))
+        if self.use_chat_template is None:
+            return has_template
+        if self.use_chat_template and not has_template:
+            raise ValueError(
+                "QAFormat(use_chat_template=True) but the tokenizer has no chat_template"
+            )
+        return self.use_chat_template
+
+
+def _as_id_list(encoded) -> list[int]:
+    """Token ids from whatever a tokenizer call returned (list, dict or BatchEncoding)."""
+    if isinstance(encoded, Mapping) or hasattr(encoded, "input_ids"):
+        encoded = encoded["input_ids"]
+    if isinstance(encoded, torch.Tensor):
+        encoded = encoded.tolist()
+    ids = list(encoded)
+    if ids and isinstance(ids[0], (list, tuple)):
+        # a batch of one conversation
+        if len(ids) != 1:
+            raise ValueError(f"expected one sequence of token ids, got a batch of {len(ids)}")
+        ids = list(ids[0])
+    return [int(t) for t in ids]
+
+
+def encode_prompt(tokenizer, question: str, fmt: QAFormat = QAFormat()) -> list[int]:
+    """Token ids of the prompt for ``question`` (chat template or ``fmt.prompt_template``).
+
+    Without a chat template the prompt is tokenised with ``add_special_tokens=True``,
+    so BOS is prepended when the tokenizer defines it.
+    """
+    if fmt.wants_chat_template(tokenizer):
+        out = tokenizer.apply_chat_template(
+            [{"role": "user", "content": question}],
+            add_generation_prompt=True,
+            tokenize=True,
+        )
+        return _as_id_list(out)
+    text = fmt.prompt_template.format(question=question)
+    return _as_id_list(tokenizer(text, add_special_tokens=True))
+
+
+def encode_answer(tokenizer, answer: str, fmt: QAFormat = QAFormat()) -> list[int]:
+    """Token ids of ``answer`` (no special tokens, no EOS); ``fmt.answer_prefix`` is
+    prepended unless a chat template is in use."""
+    text = answer if fmt.wants_chat_template(tokenizer) else fmt.answer_prefix + answer
+    return _as_id_list(tokenizer(text, add_special_tokens=False))
+
+
+def encode_qa(
+    tokenizer,
+    question: str,
+    answer: str,
+    fmt: QAFormat = QAFormat(),
+    max_length: int = 256,
+) -> dict[str, list[int]]:
+    """Tokenise one QA pair with labels on the answer (and EOS) only.
+
+    Returns ``{"input_ids": prompt + answer + [eos], "labels": [-100]*len(prompt) +
+    answer + [eos]}`` (EOS only if ``tokenizer.eos_token_id`` is set), truncated from
+    the right to at most ``max_length`` tokens.
+
+    Raises:
+        ValueError: ``max_length < 2``, or the prompt alone has ``>= max_length``
+            tokens so no answer token would survive truncation.
+    """
+    if not isinstance(max_length, int) or max_length < 2:
+        raise ValueError(f"max_length must be an integer >= 2, got {max_length!r}")
+    prompt_ids = encode_prompt(tokenizer, question, fmt)
+    answer_ids = encode_answer(tokenizer, answer, fmt)
+    eos = getattr(tokenizer, "eos_token_id", None)
+    if eos is not None:
+        answer_ids = answer_ids + [int(eos)]
+    if not answer_ids:
+        raise ValueError(f"answer {answer!r} tokenised to no tokens (question {_short(question)!r})")
+    if len(prompt_ids) >= max_length:
+        raise ValueError(
+            f"prompt of example {_short(question)!r} has {len(prompt_ids)} tokens, "
+            f"which leaves no room for the answer within max_length={max_length}"
+        )
+    input_ids = (prompt_ids + answer_ids)[:max_length]
+    labels = ([IGNORE_INDEX] * len(prompt_ids) + answer_ids)[:max_length]
+    return {"input_ids": input_ids, "labels": labels}
+
+
+def _short(text: str, limit: int = 60) -> str:
+    """``text`` cut to ``limit`` characters (with an ellipsis) for error messages."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+AnswerOverride = Callable[[int, Mapping], str]
+
+
+class QADataset(Dataset):
+    """Eagerly tokenised QA examples.
+
+    Item ``i`` is ``{"input_ids": LongTensor[T], "labels": LongTensor[T], "index": i}``
+    with labels ``-100`` on the prompt. ``answer_override(index, record) -> str``
+    replaces the record's answer (e.g. :func:`idk_answer` for IdK unlearning).
+    """
+
+    def __init__(
+        self,
+        records: Sequence[Mapping],
+        tokenizer,
+        max_length: int = 256,
+        fmt: QAFormat = QAFormat(),
+        answer_override: AnswerOverride | None = None,
+        source: str | None = None,
+    ):
+        self.records = list(records)
+        self.source = source  # file name used in error messages
+        self.fmt = fmt
+        self.max_length = max_length
+        self._items = [
+            self._encode(i, record, tokenizer, answer_override)
+            for i, record in enumerate(self.records)
+        ]
+
+    def _encode(self, index, record, tokenizer, answer_override) -> dict[str, torch.Tensor]:
+        """Tokenise record ``index`` into tensors."""
+        fmt = self.fmt
+        if fmt.question_key not in record:
+            raise ValueError(f"{self.source or 'QA data'}: record {index} has no question field "
+                             f"{fmt.question_key!r} (fields: {sorted(record)})")
+        if answer_override is not None:
+            answer = answer_override(index, record)
+        elif fmt.answer_key in record:
+            answer = record[fmt.answer_key]
+        else:
+            raise ValueError(f"{self.source or 'QA data'}: record {index} has no answer field "
+                             f"{fmt.answer_key!r} (fields: {sorted(record)})")
+        enc = encode_qa(tokenizer, str(record[fmt.question_key]), str(answer), fmt, self.max_length)
+        return {
+            "input_ids": torch.tensor(enc["input_ids"], dtype=torch.long),
+            "labels": torch.tensor(enc["labels"], dtype=torch.long),
+        }
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, i: int) -> dict:
+        if not -len(self._items) <= i < len(self._items):
+            raise IndexError(f"index {i} out of range for QADataset of size {len(self._items)}")
+        i = i % len(self._items)
+        item = self._items[i]
+        return {"input_ids": item["input_ids"], "labels": item["labels"], "index": i}

@@ -1,0 +1,481 @@
+"""Unlearning losses: pure functions on logits, log-probs and activations.
+
+Nothing here calls a model, touches global state or synchronises with the host
+(no ``.item()``, no data-dependent Python branching on tensor values), so every
+function is safe inside a training step and under gradient accumulation.
+
+Conventions (shared by every loss in this module)
+--------------------------------------------------
+* **Labels** are Hugging Face style: ``labels`` has the same shape as
+  ``input_ids``, ``[B, T]``; positions equal to :data:`IGNORE_INDEX` are not
+  scored. Functions shift internally: ``logits[:, t]`` predicts
+  ``labels[:, t + 1]``, so ``labels[:, 0]`` and ``logits[:, -1]`` never take
+  part in a loss. Label *values* are not range-checked (that would need a host
+  sync); an out-of-range label makes ``torch.gather`` fail.
+* **Precision**: log-softmax (and every reduction after it) is computed in
+  float32; bf16/fp16 logits and activations are upcast with ``.float()``.
+  All returned losses are float32 scalars.
+* **Reduction**: every loss is first reduced *per example* (mean over that
+  example's valid tokens, or the example's own sequence-level term), and the
+  per-example values are then averaged with a plain mean over the ``B``
+  examples of the batch. Because of this, splitting a batch into micro-batches
+  of equal size and averaging their losses reproduces the full-batch loss (and
+  gradient) exactly, which is what makes gradient accumulation and data
+  parallelism exact (DESIGN.md section 3). Note that this is *not* a global
+  mean over all tokens of the batch: examples weigh equally whatever their
+  length.
+* **Empty examples**: an example with zero valid tokens (all labels ignored,
+  or an all-zero attention mask for RMU) never produces NaN. Its per-example
+  value counts as 0 -- token counts are clamped to at least 1 and the sequence
+  level losses (NPO, SimNPO) explicitly zero such an example -- and it still
+  counts as one of the ``B`` examples in the batch mean. It receives no
+  gradient.
+* **Validation** raises :class:`ValueError` naming the bad value (never
+  ``assert``).
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "IGNORE_INDEX",
+    "token_logprobs",
+    "sequence_logprobs",
+    "nll_loss",
+    "ga_loss",
+    "npo_loss",
+    "simnpo_loss",
+    "idk_loss",
+    "kl_loss",
+    "rmu_control_vector",
+    "rmu_forget_loss",
+    "rmu_retain_loss",
+]
+
+IGNORE_INDEX = -100
+"""Label value of positions that are not scored (Hugging Face convention)."""
+
+
+# ---------------------------------------------------------------------------
+# validation helpers
+# ---------------------------------------------------------------------------
+
+
+def _check_tensor(name: str, x: object) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    return x
+
+
+def _check_logits_labels(logits: Tensor, labels: Tensor) -> None:
+    _check_tensor("logits", logits)
+    _check_tensor("labels", labels)
+    if logits.dim() != 3:
+        raise ValueError(
+            f"logits must have shape [B, T, V], got shape {tuple(logits.shape)}"
+        )
+    if not logits.is_floating_point():
+        raise ValueError(f"logits must be a floating-point tensor, got dtype {logits.dtype}")
+    if labels.dim() != 2:
+        raise ValueError(f"labels must have shape [B, T], got shape {tuple(labels.shape)}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f"labels must be an integer tensor, got dtype {labels.dtype}")
+    if tuple(logits.shape[:2]) != tuple(labels.shape):
+        raise ValueError(
+            "logits [B, T, V] and labels [B, T] disagree on [B, T]: logits shape "
+            f"{tuple(logits.shape)}, labels shape {tuple(labels.shape)}"
+        )
+    if logits.shape[0] == 0:
+        raise ValueError(f"batch must hold at least one example, got logits shape {tuple(logits.shape)}")
+    if logits.shape[1] == 0:
+        raise ValueError(f"sequence length T must be >= 1, got logits shape {tuple(logits.shape)}")
+    if logits.shape[2] == 0:
+        raise ValueError(f"vocabulary size V must be >= 1, got logits shape {tuple(logits.shape)}")
+
+
+def _check_positive(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise ValueError(f"{name} must be a real number > 0, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v) or v <= 0.0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return v
+
+
+def _check_finite(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise ValueError(f"{name} must be a real number, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return v
+
+
+def _per_example_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``values`` [B, N] over the ``mask`` [B, N] positions of each row -> [B].
+
+    Rows with no valid position give 0 (count clamped to 1).
+    """
+    maskf = mask.to(values.dtype)
+    total = (values * maskf).sum(dim=1)
+    count = maskf.sum(dim=1).clamp(min=1.0)
+    return total / count
+
+
+# ---------------------------------------------------------------------------
+# log-probabilities
+# ---------------------------------------------------------------------------
+
+
+def token_logprobs(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Log-probability of each next label token.
+
+    ``logp[b, t] = log_softmax(logits[b, t])[labels[b, t + 1]]`` for
+    ``t = 0 .. T-2``, computed in float32; ``logp[b, t] = 0`` where
+    ``labels[b, t + 1] == IGNORE_INDEX``.
+
+    Args:
+        logits: ``[B, T, V]`` float tensor (any float dtype; upcast to float32).
+        labels: ``[B, T]`` integer tensor, HF-style (not shifted), with
+            :data:`IGNORE_INDEX` at positions that are not scored.
+
+    Returns:
+        ``(logp, mask)``: ``logp`` ``[B, T-1]`` float32, ``mask`` ``[B, T-1]``
+        bool, True at valid (scored) positions.
+
+    Only one ``[B, T-1, V]`` float32 tensor (the log-softmax) is kept; the
+    target log-probs are picked out with ``gather``.
+    """
+    _check_logits_labels(logits, labels)
+    shift_labels = labels[:, 1:]
+    mask = shift_labels != IGNORE_INDEX
+    index = torch.where(mask, shift_labels, torch.zeros_like(shift_labels)).long()
+    logsm = F.log_softmax(logits[:, :-1].float(), dim=-1)  # [B, T-1, V] float32
+    logp = logsm.gather(dim=-1, index=index.unsqueeze(-1)).squeeze(-1)  # [B, T-1]
+    logp = logp.masked_fill(~mask, 0.0)
+    return logp, mask
+
+
+def sequence_logprobs(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Sequence log-probability of the labelled tokens of each example.
+
+    ``s_i = sum_t logp[i, t]`` over the valid positions of example ``i`` (see
+    :func:`token_logprobs`) and ``n_i`` = number of valid positions.
+
+    Args:
+        logits: ``[B, T, V]``.
+        labels: ``[B, T]``.
+
+    Returns:
+        ``(s, n)``: both ``[B]`` float32. ``s_i = 0`` and ``n_i = 0`` for an
+        example with no valid token (``n`` is *not* clamped here).
+    """
+    logp, mask = token_logprobs(logits, labels)
+    return logp.sum(dim=1), mask.sum(dim=1).to(torch.float32)
+
+
+# ---------------------------------------------------------------------------
+# token-level losses
+# ---------------------------------------------------------------------------
+
+
+def nll_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Negative log-likelihood, per-example token mean then batch mean.
+
+    ``L = (1/B) * sum_i ( -s_i / max(n_i, 1) )`` with ``s_i``, ``n_i`` from
+    :func:`sequence_logprobs`. An example with no valid token contributes 0.
+
+    Args:
+        logits: ``[B, T, V]``.
+        labels: ``[B, T]``.
+
+    Returns:
+        float32 scalar.
+    """
+    s, n = sequence_logprobs(logits, labels)
+    return (-s / n.clamp(min=1.0)).mean()
+
+
+def ga_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Gradient-ascent forget loss: ``L_GA = -nll_loss(logits, labels)``.
+
+    Minimising it raises the NLL of the forget answers (unbounded below).
+
+    Args:
+        logits: ``[B, T, V]``.
+        labels: ``[B, T]``.
+
+    Returns:
+        float32 scalar.
+    """
+    return -nll_loss(logits, labels)
+
+
+def idk_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """IdK forget loss: NLL on refusal answers.
+
+    The data layer substitutes "I don't know"-style answers into the forget
+    batch; this loss trains the model to produce them. The value is exactly
+    :func:`nll_loss`: ``L = (1/B) * sum_i ( -s_i / max(n_i, 1) )``.
+
+    Args:
+        logits: ``[B, T, V]``.
+        labels: ``[B, T]`` labels of the refusal answers.
+
+    Returns:
+        float32 scalar.
+    """
+    return nll_loss(logits, labels)
+
+
+# ---------------------------------------------------------------------------
+# preference-style forget losses
+# ---------------------------------------------------------------------------
+
+
+def npo_loss(logits: Tensor, labels: Tensor, ref_seq_logprobs: Tensor, beta: float) -> Tensor:
+    """Negative Preference Optimization (Zhang et al. 2024), sequence level.
+
+    ``L = -(2/beta) * (1/B) * sum_i logsigmoid(-beta * (s_i - ref_i))``
+
+    with ``s_i`` the policy's sequence log-prob of example ``i`` (SUM over its
+    valid tokens, :func:`sequence_logprobs`) and ``ref_i`` the reference
+    model's, precomputed once and treated as a constant (detached). At
+    ``s_i = ref_i`` the per-example term is ``(2/beta) * log 2``. An example
+    with no valid token contributes 0.
+
+    Args:
+        logits: ``[B, T, V]`` policy logits.
+        labels: ``[B, T]``.
+        ref_seq_logprobs: ``[B]`` reference sequence log-probs.
+        beta: inverse temperature, ``> 0``.
+
+    Returns:
+        float32 scalar.
+    """
+    beta = _check_positive("beta", beta)
+    _check_logits_labels(logits, labels)
+    _check_tensor("ref_seq_logprobs", ref_seq_logprobs)
+    batch = logits.shape[0]
+    if ref_seq_logprobs.dim() != 1 or ref_seq_logprobs.shape[0] != batch:
+        raise ValueError(
+            f"ref_seq_logprobs must have shape [B] = [{batch}], got shape "
+            f"{tuple(ref_seq_logprobs.shape)}"
+        )
+    if not ref_seq_logprobs.is_floating_point():
+        raise ValueError(
+            f"ref_seq_logprobs must be a floating-point tensor, got dtype {ref_seq_logprobs.dtype}"
+        )
+    s, n = sequence_logprobs(logits, labels)
+    ref = ref_seq_logprobs.detach().to(device=s.device, dtype=torch.float32)
+    per_example = -(2.0 / beta) * F.logsigmoid(-beta * (s - ref))
+    per_example = torch.where(n > 0, per_example, torch.zeros_like(per_example))
+    return per_example.mean()
+
+
+def simnpo_loss(logits: Tensor, labels: Tensor, beta: float, delta: float) -> Tensor:
+    """SimNPO (Fan et al. 2024): length-normalised NPO without a reference model.
+
+    ``L = -(2/beta) * (1/B) * sum_i logsigmoid(-(beta / n_i) * s_i - delta)``
+
+    with ``s_i`` the sequence log-prob (SUM over valid tokens) and ``n_i`` the
+    number of valid tokens of example ``i``. An example with no valid token
+    contributes 0.
+
+    Args:
+        logits: ``[B, T, V]``.
+        labels: ``[B, T]``.
+        beta: inverse temperature, ``> 0``.
+        delta: reward margin (the paper's gamma), any finite number
+            (usually ``>= 0``).
+
+    Returns:
+        float32 scalar.
+    """
+    beta = _check_positive("beta", beta)
+    delta = _check_finite("delta", delta)
+    s, n = sequence_logprobs(logits, labels)
+    per_example = -(2.0 / beta) * F.logsigmoid(-(beta / n.clamp(min=1.0)) * s - delta)
+    per_example = torch.where(n > 0, per_example, torch.zeros_like(per_example))
+    return per_example.mean()
+
+
+# ---------------------------------------------------------------------------
+# retain: KL to the reference model
+# ---------------------------------------------------------------------------
+
+
+def kl_loss(logits: Tensor, ref_logits: Tensor, labels: Tensor) -> Tensor:
+    """Forward KL from the reference model's next-token distribution.
+
+    For each valid shifted position ``t`` of example ``i`` (``labels[i, t+1]``
+    not ignored), with ``p_ref = softmax(ref_logits[i, t])`` and
+    ``p_theta = softmax(logits[i, t])``:
+
+    ``KL_{i,t} = sum_v p_ref(v) * (log p_ref(v) - log p_theta(v))``
+
+    ``L = (1/B) * sum_i ( sum_t KL_{i,t} / max(n_i, 1) )``.
+
+    Terms with ``p_ref(v) = 0`` contribute 0. ``ref_logits`` is treated as a
+    constant (detached); everything is computed in float32.
+
+    Args:
+        logits: ``[B, T, V]`` policy logits.
+        ref_logits: ``[B, T, V]`` reference-model logits on the same input.
+        labels: ``[B, T]``; only used to select the scored positions.
+
+    Returns:
+        float32 scalar, ``>= 0`` (up to rounding).
+    """
+    _check_logits_labels(logits, labels)
+    _check_tensor("ref_logits", ref_logits)
+    if tuple(ref_logits.shape) != tuple(logits.shape):
+        raise ValueError(
+            f"ref_logits must have the shape of logits {tuple(logits.shape)}, got shape "
+            f"{tuple(ref_logits.shape)}"
+        )
+    if not ref_logits.is_floating_point():
+        raise ValueError(f"ref_logits must be a floating-point tensor, got dtype {ref_logits.dtype}")
+    mask = labels[:, 1:] != IGNORE_INDEX  # [B, T-1]
+    with torch.no_grad():
+        logp_ref = F.log_softmax(ref_logits[:, :-1].detach().float(), dim=-1)
+        p_ref = logp_ref.exp()
+        support = p_ref > 0
+        # sum_v p_ref log p_ref, with 0 * log 0 = 0
+        neg_entropy = torch.where(support, p_ref * logp_ref, torch.zeros_like(p_ref)).sum(-1)
+        del logp_ref
+    logp = F.log_softmax(logits[:, :-1].float(), dim=-1)  # [B, T-1, V]
+    # 0 * (-inf) must not give NaN where both distributions put zero mass.
+    cross = (p_ref * logp.masked_fill(~support, 0.0)).sum(-1)  # [B, T-1]
+    kl_tok = neg_entropy - cross
+    return _per_example_mean(kl_tok, mask).mean()
+
+
+# ---------------------------------------------------------------------------
+# RMU (Li et al. 2024, WMDP): activation steering at one layer
+# ---------------------------------------------------------------------------
+
+
+def rmu_control_vector(
+    hidden_size: int, steering_coeff: float, seed: int, dtype: torch.dtype = torch.float32
+) -> Tensor:
+    """RMU control vector: a random direction scaled to norm ``steering_coeff``.
+
+    ``control = c * u / ||u||_2`` with ``u ~ Uniform[0, 1)^H`` drawn (in
+    float32, on the CPU) from a ``torch.Generator`` seeded with ``seed``; the
+    result is cast to ``dtype``. Deterministic for a given ``(hidden_size,
+    seed)``. Move it to the activations' device yourself (the losses below do
+    so automatically).
+
+    Args:
+        hidden_size: ``H >= 1``.
+        steering_coeff: ``c > 0``.
+        seed: integer seed.
+        dtype: floating dtype of the result.
+
+    Returns:
+        ``[H]`` tensor with ``||control||_2 = c`` (up to ``dtype`` rounding).
+    """
+    if isinstance(hidden_size, bool) or not isinstance(hidden_size, int) or hidden_size < 1:
+        raise ValueError(f"hidden_size must be an int >= 1, got {hidden_size!r}")
+    coeff = _check_positive("steering_coeff", steering_coeff)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an int, got {seed!r}")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+    gen = torch.Generator(device="cpu")
+    gen.manual_seed(seed)
+    u = torch.rand(hidden_size, generator=gen, dtype=torch.float32)
+    return (coeff * u / u.norm()).to(dtype)
+
+
+def _check_activations(activations: Tensor, attention_mask: Tensor) -> None:
+    _check_tensor("activations", activations)
+    _check_tensor("attention_mask", attention_mask)
+    if activations.dim() != 3:
+        raise ValueError(
+            f"activations must have shape [B, T, H], got shape {tuple(activations.shape)}"
+        )
+    if not activations.is_floating_point():
+        raise ValueError(f"activations must be a floating-point tensor, got dtype {activations.dtype}")
+    if tuple(attention_mask.shape) != tuple(activations.shape[:2]):
+        raise ValueError(
+            "attention_mask must have shape [B, T] = "
+            f"{tuple(activations.shape[:2])} (from activations), got shape "
+            f"{tuple(attention_mask.shape)}"
+        )
+    if activations.shape[0] == 0:
+        raise ValueError(
+            f"batch must hold at least one example, got activations shape {tuple(activations.shape)}"
+        )
+    if activations.shape[2] == 0:
+        raise ValueError(f"hidden size H must be >= 1, got activations shape {tuple(activations.shape)}")
+
+
+def _rmu_reduce(activations: Tensor, target: Tensor, attention_mask: Tensor) -> Tensor:
+    """Per-example mean over real tokens of mean over H of (a - target)^2, then mean over B."""
+    sq = (activations.float() - target.float()).pow(2).mean(dim=-1)  # [B, T]
+    return _per_example_mean(sq, attention_mask != 0).mean()
+
+
+def rmu_forget_loss(activations: Tensor, attention_mask: Tensor, control: Tensor) -> Tensor:
+    """RMU forget loss: push forget-set activations towards the control vector.
+
+    ``L = (1/B) * sum_i [ (1/max(n_i,1)) * sum_{t: m_it != 0} (1/H) * sum_h (a_ith - c_h)^2 ]``
+
+    with ``n_i`` the number of real tokens (``attention_mask != 0``) of example
+    ``i``. Computed in float32.
+
+    Args:
+        activations: ``[B, T, H]`` hidden states of the chosen layer (policy).
+        attention_mask: ``[B, T]``, nonzero (1) at real tokens.
+        control: ``[H]`` control vector (:func:`rmu_control_vector`); constant.
+
+    Returns:
+        float32 scalar.
+    """
+    _check_activations(activations, attention_mask)
+    _check_tensor("control", control)
+    hidden = activations.shape[2]
+    if tuple(control.shape) != (hidden,):
+        raise ValueError(
+            f"control must have shape [H] = [{hidden}], got shape {tuple(control.shape)}"
+        )
+    target = control.detach().to(device=activations.device)
+    return _rmu_reduce(activations, target, attention_mask)
+
+
+def rmu_retain_loss(activations: Tensor, ref_activations: Tensor, attention_mask: Tensor) -> Tensor:
+    """RMU retain loss: keep retain-set activations at the frozen model's.
+
+    ``L = (1/B) * sum_i [ (1/max(n_i,1)) * sum_{t: m_it != 0} (1/H) * sum_h (a_ith - r_ith)^2 ]``
+
+    with ``r`` the reference (frozen) model's activations at the same layer,
+    treated as constant (detached). Computed in float32.
+
+    Args:
+        activations: ``[B, T, H]`` policy hidden states.
+        ref_activations: ``[B, T, H]`` reference hidden states.
+        attention_mask: ``[B, T]``, nonzero (1) at real tokens.
+
+    Returns:
+        float32 scalar.
+    """
+    _check_activations(activations, attention_mask)
+    _check_tensor("ref_activations", ref_activations)
+    if tuple(ref_activations.shape) != tuple(activations.shape):
+        raise ValueError(
+            f"ref_activations must have the shape of activations {tuple(activations.shape)}, "
+            f"got shape {tuple(ref_activations.shape)}"
+        )
+    if not ref_activations.is_floating_point():
+        raise ValueError(
+            f"ref_activations must be a floating-point tensor, got dtype {ref_activations.dtype}"
+        )
+    return _rmu_reduce(activations, ref_activations.detach(), attention_mask)

@@ -1,0 +1,233 @@
+"""Method registry: a method name and its hyperparameters -> an ``Objective``.
+
+An ``Objective`` fixes what the shared training loop does in one step:
+  * which forget loss (ga | npo | simnpo | idk | rmu) and which retain loss (nll | kl | rmu),
+  * how the two accumulated gradients F and R are combined:
+      combiner "blur":     d = blur_direction(F, R, gamma, variant)       (bilevel.py)
+      combiner "weighted": d = forget_weight * F + retain_weight * R       (GradDiff & co.)
+So BLUR and every baseline differ only in the combiner and the losses.
+
+Registered methods (hyperparameters are validated dataclasses; unknown keys and bad
+values raise ``ConfigError`` naming them):
+  blur      any forget loss x any retain loss x variant x gamma
+  ga        gradient ascent on the forget set (no retain term)
+  graddiff  GA + retain_weight * (NLL or KL) on the retain set
+  npo       NPO (+ retain term, retain_weight=0 for plain NPO)
+  simnpo    SimNPO (+ retain term)
+  idk       NLL on "I don't know" answers for the forget questions (+ retain term)
+  rmu       RMU activation steering at one layer, retain activations held to the frozen model
+  sft       plain NLL on the retain set only: fine-tuning, used to build target/retain models
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from blur_core.bilevel import DEFAULT_EPS, VARIANTS
+from blur_core.config import ConfigError, checked, non_negative, one_of, parse, positive, to_dict
+
+FORGET_LOSSES = ("ga", "npo", "simnpo", "idk", "rmu")
+RETAIN_LOSSES = ("nll", "kl", "rmu")
+
+__all__ = [
+    "FORGET_LOSSES",
+    "RETAIN_LOSSES",
+    "Objective",
+    "METHODS",
+    "build_objective",
+    "method_names",
+    "hparams_class",
+]
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What one training step optimises (resolved from a method and its hyperparameters)."""
+
+    method: str
+    forget_loss: str | None
+    retain_loss: str | None
+    combiner: str  # "blur" | "weighted"
+    gamma: float = 0.0
+    variant: str = "forget_priority"
+    eps: float = DEFAULT_EPS
+    forget_weight: float = 1.0
+    retain_weight: float = 1.0
+    beta: float = 0.1  # NPO / SimNPO inverse temperature
+    delta: float = 0.0  # SimNPO margin
+    rmu_layer: int = 7
+    steering_coeff: float = 6.5
+    rmu_seed: int = 0
+
+    @property
+    def uses_forget(self) -> bool:
+        return self.forget_loss is not None and (self.combiner == "blur" or self.forget_weight != 0)
+
+    @property
+    def uses_retain(self) -> bool:
+        return self.retain_loss is not None and (self.combiner == "blur" or self.retain_weight != 0)
+
+    @property
+    def needs_reference_model(self) -> bool:
+        """A frozen copy of the starting model is needed during training (KL, RMU retain)."""
+        return self.uses_retain and self.retain_loss in ("kl", "rmu")
+
+    @property
+    def needs_reference_logprobs(self) -> bool:
+        """NPO's fixed reference sequence log-probs of the forget set (precomputed once)."""
+        return self.uses_forget and self.forget_loss == "npo"
+
+    @property
+    def forget_answers(self) -> str | None:
+        """'idk' when the forget set's answers are replaced by refusals."""
+        return "idk" if self.forget_loss == "idk" else None
+
+    @property
+    def rmu_layers_used(self) -> bool:
+        return (self.uses_forget and self.forget_loss == "rmu") or (
+            self.uses_retain and self.retain_loss == "rmu"
+        )
+
+
+# --------------------------------------------------------------------- hyperparameters
+
+
+@dataclass
+class BlurHParams:
+    """BLUR: d = R + (gamma - <R,F>/||F||^2) F (forget_priority) or the retain-priority mirror."""
+
+    gamma: float = checked(0.1, check=non_negative, doc="forget-descent margin <d,F> = gamma ||F||^2")
+    variant: str = checked("forget_priority", check=one_of(*VARIANTS), doc="which loss has priority")
+    forget_loss: str = checked("npo", check=one_of(*FORGET_LOSSES), doc="lower-level forget loss")
+    retain_loss: str = checked("nll", check=one_of(*RETAIN_LOSSES), doc="upper-level retain loss")
+    eps: float = checked(DEFAULT_EPS, check=non_negative, doc="guard on the squared priority-gradient norm")
+    beta: float = checked(0.1, check=positive, doc="NPO/SimNPO inverse temperature")
+    delta: float = checked(0.0, doc="SimNPO margin")
+    rmu_layer: int = checked(7, check=non_negative, doc="RMU: index into hidden_states (0 = embeddings)")
+    steering_coeff: float = checked(6.5, check=positive, doc="RMU control-vector norm")
+    rmu_seed: int = checked(0, doc="RMU control-vector seed")
+
+    def objective(self, name: str) -> Objective:
+        return Objective(
+            method=name, forget_loss=self.forget_loss, retain_loss=self.retain_loss, combiner="blur",
+            gamma=self.gamma, variant=self.variant, eps=self.eps, beta=self.beta, delta=self.delta,
+            rmu_layer=self.rmu_layer, steering_coeff=self.steering_coeff, rmu_seed=self.rmu_seed,
+        )
+
+
+@dataclass
+class GAHParams:
+    """Gradient ascent: d = forget_weight * grad(-NLL_forget)."""
+
+    forget_weight: float = checked(1.0, check=positive)
+
+    def objective(self, name: str) -> Objective:
+        return Objective(method=name, forget_loss="ga", retain_loss=None, combiner="weighted",
+                         forget_weight=self.forget_weight, retain_weight=0.0)
+
+
+@dataclass
+class _WeightedHParams:
+    forget_weight: float = checked(1.0, check=positive, doc="weight of the forget gradient")
+    retain_weight: float = checked(1.0, check=non_negative, doc="weight of the retain gradient (0: none)")
+    retain_loss: str = checked("nll", check=one_of("nll", "kl"), doc="retain loss")
+
+    _forget_loss = ""
+
+    def objective(self, name: str) -> Objective:
+        extra = {k: getattr(self, k) for k in ("beta", "delta") if hasattr(self, k)}
+        return Objective(method=name, forget_loss=self._forget_loss, retain_loss=self.retain_loss,
+                         combiner="weighted", forget_weight=self.forget_weight,
+                         retain_weight=self.retain_weight, **extra)
+
+
+@dataclass
+class GradDiffHParams(_WeightedHParams):
+    """GradDiff: d = forget_weight * grad(-NLL_f) + retain_weight * grad(L_retain)."""
+
+    _forget_loss = "ga"
+
+
+@dataclass
+class NPOHParams(_WeightedHParams):
+    """NPO (+GD/KL): d = forget_weight * grad(L_NPO) + retain_weight * grad(L_retain)."""
+
+    beta: float = checked(0.1, check=positive, doc="NPO inverse temperature")
+    _forget_loss = "npo"
+
+
+@dataclass
+class SimNPOHParams(_WeightedHParams):
+    """SimNPO (+GD/KL): length-normalised NPO without a reference model."""
+
+    beta: float = checked(2.5, check=positive, doc="SimNPO inverse temperature")
+    delta: float = checked(0.0, doc="SimNPO margin")
+    _forget_loss = "simnpo"
+
+
+@dataclass
+class IdkHParams(_WeightedHParams):
+    """IdK: NLL on refusal answers to the forget questions (+ retain term)."""
+
+    _forget_loss = "idk"
+
+
+@dataclass
+class RMUHParams:
+    """RMU: forget activations at ``rmu_layer`` pushed to a random vector of norm steering_coeff;
+    retain activations held to the frozen model's, weighted by ``retain_weight`` (alpha)."""
+
+    rmu_layer: int = checked(7, check=non_negative, doc="index into hidden_states (0 = embeddings)")
+    steering_coeff: float = checked(6.5, check=positive)
+    retain_weight: float = checked(1200.0, check=non_negative, doc="alpha in the RMU paper")
+    forget_weight: float = checked(1.0, check=positive)
+    rmu_seed: int = checked(0)
+
+    def objective(self, name: str) -> Objective:
+        return Objective(method=name, forget_loss="rmu", retain_loss="rmu", combiner="weighted",
+                         forget_weight=self.forget_weight, retain_weight=self.retain_weight,
+                         rmu_layer=self.rmu_layer, steering_coeff=self.steering_coeff,
+                         rmu_seed=self.rmu_seed)
+
+
+@dataclass
+class SFTHParams:
+    """Supervised fine-tuning on the retain set (used to train target and retain-only models)."""
+
+    def objective(self, name: str) -> Objective:
+        return Objective(method=name, forget_loss=None, retain_loss="nll", combiner="weighted",
+                         forget_weight=0.0, retain_weight=1.0)
+
+
+METHODS: dict[str, type] = {
+    "blur": BlurHParams,
+    "ga": GAHParams,
+    "graddiff": GradDiffHParams,
+    "npo": NPOHParams,
+    "simnpo": SimNPOHParams,
+    "idk": IdkHParams,
+    "rmu": RMUHParams,
+    "sft": SFTHParams,
+}
+
+
+def method_names() -> list[str]:
+    return sorted(METHODS)
+
+
+def hparams_class(name: str) -> type:
+    if name not in METHODS:
+        raise ConfigError(f"unknown method {name!r}; registered methods: {method_names()}")
+    return METHODS[name]
+
+
+def build_objective(name: str, hparams: dict[str, Any] | None = None, where: str = "method") -> Objective:
+    """Validate ``hparams`` for method ``name`` and resolve its Objective."""
+    cls = hparams_class(name)
+    return parse(cls, hparams or {}, where).objective(name)
+
+
+def resolved_hparams(name: str, hparams: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The method's hyperparameters with defaults filled in (for the resolved run config)."""
+    return to_dict(parse(hparams_class(name), hparams or {}, "method"))

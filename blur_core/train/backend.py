@@ -1,0 +1,116 @@
+"""Gradient backends: where forget/retain gradients accumulate and how the update is applied.
+
+The training loop talks to a backend only through this interface, so a DeepSpeed ZeRO
+backend (sharded gradients, engine-owned optimizer) can replace ``LocalBackend`` without
+touching the loop:
+
+    backend.begin("forget"); loss_f.backward(); backend.end("forget")   # per micro-batch
+    backend.begin("retain"); loss_r.backward(); backend.end("retain")
+    F, R, all_reduce = backend.gradients()     # at the accumulation boundary
+    d, stats = blur_direction(F, R, ..., all_reduce=all_reduce, inplace=True)
+    backend.apply(d, scale); backend.step(lr); backend.zero()
+
+``LocalBackend`` (single process or data parallel over torch.distributed): two flat
+float32 buffers F and R hold the accumulated gradients. For float32 parameters,
+``param.grad`` is pointed at a view of F (resp. R) before the backward, so autograd
+accumulates straight into the buffer (no copies, no extra gradient memory); other dtypes
+are added into the buffer after the backward. Under data parallelism each buffer is
+averaged across ranks once per step, before the combination (ranks never diverge).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from blur_core.train.dist import DistContext
+
+__all__ = ["LocalBackend", "make_optimizer"]
+
+
+def make_optimizer(params: Sequence[torch.nn.Parameter], cfg) -> torch.optim.Optimizer:
+    """AdamW or SGD from a TrainConfig (lr is set per step by the loop)."""
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps,
+                                 weight_decay=cfg.weight_decay, foreach=True)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
+
+
+class LocalBackend:
+    """Flat fp32 forget/retain gradient buffers over ``params``; torch optimizer."""
+
+    def __init__(self, params: Sequence[torch.nn.Parameter], optimizer: torch.optim.Optimizer,
+                 ctx: DistContext):
+        self.params = list(params)
+        if not self.params:
+            raise ValueError("no trainable parameters")
+        self.optimizer = optimizer
+        self.ctx = ctx
+        device = self.params[0].device
+        total = sum(p.numel() for p in self.params)
+        self._flat = {k: torch.zeros(total, dtype=torch.float32, device=device) for k in ("forget", "retain")}
+        self._views: dict[str, list[torch.Tensor]] = {k: [] for k in self._flat}
+        offset = 0
+        for p in self.params:
+            n = p.numel()
+            for k, buf in self._flat.items():
+                self._views[k].append(buf[offset : offset + n].view_as(p))
+            offset += n
+        self._active: str | None = None
+
+    # -- accumulation ------------------------------------------------------------------
+    def begin(self, which: str) -> None:
+        """Route the next backward's gradients into buffer ``which``."""
+        self._active = which
+        for p, v in zip(self.params, self._views[which]):
+            p.grad = v if p.dtype == torch.float32 else None
+
+    def end(self, which: str) -> None:
+        for p, v in zip(self.params, self._views[which]):
+            if p.dtype != torch.float32 and p.grad is not None:
+                v.add_(p.grad.float())
+            p.grad = None
+        self._active = None
+
+    def gradients(self) -> tuple[list[torch.Tensor], list[torch.Tensor], Callable | None]:
+        """(F, R, all_reduce) at the accumulation boundary, averaged over ranks.
+
+        The buffers are replicated after averaging, so the combiner's sums need no
+        further all-reduce (None).
+        """
+        for buf in self._flat.values():
+            self.ctx.all_reduce_mean_(buf)
+        return [self._flat["forget"]], [self._flat["retain"]], None
+
+    # -- update ------------------------------------------------------------------------
+    def apply(self, direction: Sequence[torch.Tensor], scale: torch.Tensor) -> None:
+        """Hand ``scale * direction`` (the combined, clipped update) to the optimizer."""
+        (flat,) = direction
+        flat.mul_(scale.to(flat.dtype))
+        # the combiner ran in place, so d lives in one of the two buffers
+        which = next((k for k, buf in self._flat.items() if buf.data_ptr() == flat.data_ptr()), None)
+        if which is None:
+            raise ValueError("LocalBackend.apply expects the direction computed in place in a gradient buffer")
+        for p, v in zip(self.params, self._views[which]):
+            p.grad = v if p.dtype == torch.float32 else v.to(p.dtype)
+
+    def step(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.step()
+
+    def zero(self) -> None:
+        for p in self.params:
+            p.grad = None
+        for buf in self._flat.values():
+            buf.zero_()
+
+    # -- state -------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])

@@ -1,0 +1,146 @@
+"""The run configuration of one training job (``python -m blur_core unlearn --config RUN.yaml``).
+
+Example::
+
+    model: runs/target/model          # local HF model dir (or a hub id when online)
+    output_dir: runs/blur-npo-g0.1
+    method: {name: blur, gamma: 0.1, forget_loss: npo, retain_loss: nll}
+    data:
+      forget: data/forget.jsonl
+      retain: data/retain.jsonl
+      format: qa                       # qa (question/answer) or text (plain corpus, chunked)
+      max_length: 128
+    train:
+      max_steps: 30
+      micro_batch_size: 8
+      grad_accum: 1
+      lr: 1.0e-3
+
+Every key is validated (``blur_core.config``): an unknown key, a wrong type or a bad value
+raises ``ConfigError`` naming it; missing data files are reported by path before training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from blur_core.config import ConfigError, at_least, checked, non_negative, one_of, parse, positive, to_dict
+from blur_core.methods import Objective, build_objective, resolved_hparams
+
+__all__ = ["DataConfig", "TrainConfig", "RunConfig", "load_run_config", "parse_run_config"]
+
+
+@dataclass
+class DataConfig:
+    forget: str | None = checked(None, doc="forget set file (.json/.jsonl/.txt)")
+    retain: str | None = checked(None, doc="retain set file (.json/.jsonl/.txt)")
+    format: str = checked("qa", check=one_of("qa", "text"), doc="qa: question/answer records; text: corpus")
+    forget_format: str | None = checked(None, check=one_of(None, "qa", "text"), doc="override format for forget")
+    retain_format: str | None = checked(None, check=one_of(None, "qa", "text"), doc="override format for retain")
+    question_key: str = "question"
+    answer_key: str = "answer"
+    text_key: str = "text"
+    prompt_template: str = "Question: {question}\nAnswer:"
+    use_chat_template: bool | None = checked(None, doc="None: use the tokenizer's chat template if it has one")
+    max_length: int = checked(256, check=at_least(8))
+
+    def format_of(self, which: str) -> str:
+        return getattr(self, f"{which}_format") or self.format
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int | None = checked(None, check=at_least(1), doc="optimizer steps (or use epochs)")
+    epochs: float | None = checked(None, check=positive, doc="passes over the forget set (retain for sft)")
+    micro_batch_size: int = checked(8, check=at_least(1), doc="examples per rank per micro-batch, each set")
+    grad_accum: int = checked(1, check=at_least(1), doc="micro-batches per optimizer step")
+    optimizer: str = checked("adamw", check=one_of("adamw", "sgd"))
+    lr: float = checked(1e-5, check=positive)
+    weight_decay: float = checked(0.0, check=non_negative)
+    betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = checked(1e-8, check=positive)
+    momentum: float = checked(0.0, check=non_negative, doc="SGD momentum")
+    schedule: str = checked("constant", check=one_of("constant", "linear", "cosine"))
+    warmup_steps: int = checked(0, check=non_negative)
+    max_grad_norm: float | None = checked(1.0, check=positive, doc="clip the combined update; null: off")
+    seed: int = 0
+    dtype: str = checked("float32", check=one_of("float32", "bfloat16"))
+    trainable: list[str] = checked(default_factory=list, doc="regexes of trainable parameter names; empty: all")
+    save_every: int = checked(0, check=non_negative, doc="checkpoint every N steps (0: only if resume needs)")
+    keep_checkpoints: int = checked(2, check=at_least(1))
+    resume: str = checked("auto", check=one_of("auto", "never"), doc="auto: continue from the latest checkpoint")
+    progress: bool = True
+
+    def validate(self, where: str) -> None:
+        if (self.max_steps is None) == (self.epochs is None):
+            raise ConfigError(f"{where}: set exactly one of max_steps and epochs "
+                              f"(got max_steps={self.max_steps}, epochs={self.epochs})")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"{where}.betas = {list(self.betas)}: need two values in [0, 1)")
+
+
+@dataclass
+class RunConfig:
+    model: str = checked(doc="HF model dir or hub id (the starting and reference model)")
+    output_dir: str = checked(doc="where checkpoints, logs and the final model go")
+    method: dict[str, Any] = checked(default_factory=lambda: {"name": "blur"})
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=1))
+    tokenizer: str | None = checked(None, doc="tokenizer path; default: the model's")
+
+    @property
+    def method_name(self) -> str:
+        return self.method["name"]
+
+    def objective(self) -> Objective:
+        hp = {k: v for k, v in self.method.items() if k != "name"}
+        return build_objective(self.method_name, hp)
+
+    def validate(self, where: str) -> None:
+        if "name" not in self.method:
+            raise ConfigError("method.name is required (e.g. method: {name: blur, gamma: 0.1})")
+        obj = self.objective()
+        if obj.uses_forget and not self.data.forget:
+            raise ConfigError(f"method {self.method_name!r} needs data.forget (a forget set file)")
+        if obj.uses_retain and not self.data.retain:
+            raise ConfigError(f"method {self.method_name!r} needs data.retain (a retain set file)")
+        for which in ("forget", "retain"):
+            path = getattr(self.data, which)
+            if path is not None and not Path(path).exists():
+                raise ConfigError(f"data.{which}: file not found: {path}")
+
+    def resolved(self) -> dict[str, Any]:
+        """The full config with every default filled in, as written beside the outputs."""
+        out = to_dict(self)
+        hp = {k: v for k, v in self.method.items() if k != "name"}
+        out["method"] = {"name": self.method_name, **resolved_hparams(self.method_name, hp)}
+        return out
+
+
+def parse_run_config(data: dict[str, Any], source: str = "<dict>") -> RunConfig:
+    try:
+        return parse(RunConfig, data, "")
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def load_run_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read RUN.yaml, apply dotted-key ``overrides`` ({"train.lr": 1e-4}), validate."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"run config not found: {path}")
+    with open(path) as fh:
+        data = yaml.safe_load(fh) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    for key, value in (overrides or {}).items():
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return parse_run_config(data, str(path))

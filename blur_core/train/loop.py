@@ -1,0 +1,315 @@
+"""The training loop shared by BLUR and every baseline.
+
+One optimizer step (K = grad_accum micro-batches, see DESIGN.md section 3):
+  1. for each micro-batch: forget forward, backward(L_f / K) into buffer F;
+     retain forward, backward(L_r / K) into buffer R (separate forward passes);
+  2. at the boundary: F, R averaged over data-parallel ranks (by the backend);
+  3. d = combiner(F, R) (BLUR direction or weighted sum), computed in place;
+  4. d scaled to max_grad_norm if its global norm exceeds it, then one optimizer step;
+  5. one host synchronisation reads losses and statistics; a non-finite value stops
+     the run before the step is applied, with an error naming the step.
+
+Outputs in ``output_dir``: ``train_log.jsonl`` (one JSON object per step),
+``run_config.yaml`` (resolved), ``checkpoints/step-N`` (exact resume), ``model/`` (the
+final HF model dir, only written when training finished cleanly) and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from blur_core.bilevel import DirectionStats, blur_direction, clip_coefficient, weighted_sum
+from blur_core.data import QADataset, QAFormat, TextChunkDataset, idk_answer, load_records, pad_collate
+from blur_core.methods import Objective
+from blur_core.models import load_model, load_tokenizer, save_hf_model
+from blur_core.train import step as step_losses
+from blur_core.train.backend import LocalBackend, make_optimizer
+from blur_core.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from blur_core.train.config import RunConfig
+from blur_core.train.dist import DistContext, init_distributed
+from blur_core.train.sampler import rank_micro_batches, step_indices
+from blur_core.train.schedule import lr_factor
+
+__all__ = ["NonFiniteError", "RunResult", "run", "build_dataset", "seed_everything"]
+
+LOG_NAME = "train_log.jsonl"
+MODEL_DIR = "model"
+
+
+class NonFiniteError(RuntimeError):
+    """A loss or the update became NaN/inf; the run stops without writing a final model."""
+
+
+@dataclass
+class RunResult:
+    output_dir: Path
+    model_dir: Path | None
+    steps: int
+    last_log: dict[str, Any]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def build_dataset(cfg: RunConfig, which: str, tokenizer, objective: Objective):
+    """The forget or retain dataset of a run, tokenised (IdK answers substituted if needed)."""
+    path = getattr(cfg.data, which)
+    records = load_records(path)
+    if not records:
+        raise ValueError(f"data.{which}: {path} holds no examples")
+    if cfg.data.format_of(which) == "text":
+        texts = [r.get(cfg.data.text_key) for r in records]
+        bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+        if bad is not None:
+            raise ValueError(f"data.{which}: {path} record {bad} has no string field {cfg.data.text_key!r}")
+        return TextChunkDataset(texts, tokenizer, cfg.data.max_length)
+    fmt = QAFormat(question_key=cfg.data.question_key, answer_key=cfg.data.answer_key,
+                   prompt_template=cfg.data.prompt_template, use_chat_template=cfg.data.use_chat_template)
+    override = idk_answer if (which == "forget" and objective.forget_answers == "idk") else None
+    return QADataset(records, tokenizer, max_length=cfg.data.max_length, fmt=fmt,
+                     answer_override=override, source=str(path))
+
+
+def _select_trainable(model: torch.nn.Module, patterns: list[str]) -> list[torch.nn.Parameter]:
+    if not patterns:
+        return [p for p in model.parameters() if p.requires_grad]
+    regexes = [re.compile(p) for p in patterns]
+    chosen = []
+    for name, p in model.named_parameters():
+        keep = any(r.search(name) for r in regexes)
+        p.requires_grad_(keep)
+        if keep:
+            chosen.append(p)
+    if not chosen:
+        raise ValueError(f"train.trainable = {patterns} matches no parameter name")
+    return chosen
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def _total_steps(cfg: RunConfig, objective: Objective, n_forget: int, n_retain: int, global_batch: int) -> int:
+    if cfg.train.max_steps is not None:
+        return cfg.train.max_steps
+    n = n_forget if objective.uses_forget else n_retain
+    return max(1, math.ceil(cfg.train.epochs * n / global_batch))
+
+
+class _Progress:
+    def __init__(self, total: int, initial: int, enabled: bool):
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc="unlearn", unit="step", dynamic_ncols=True)
+
+    def update(self, rec: dict) -> None:
+        if self.bar is None:
+            return
+        post = {}
+        for key, label in (("loss_forget", "L_f"), ("loss_retain", "L_r"), ("xi", "xi")):
+            if rec.get(key) is not None:
+                post[label] = f"{rec[key]:.4g}"
+        self.bar.set_postfix(post, refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run(cfg: RunConfig, ctx: DistContext | None = None) -> RunResult:
+    """Train ``cfg`` to completion (resuming if a checkpoint exists); return where things are."""
+    ctx = ctx or init_distributed()
+    tcfg = cfg.train
+    objective = cfg.objective()
+    out = Path(cfg.output_dir)
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        # a stale final model from an earlier run must not survive a failed rerun
+        if (out / MODEL_DIR).exists():
+            shutil.rmtree(out / MODEL_DIR)
+        (out / "run_config.yaml").write_text(yaml.safe_dump(cfg.resolved(), sort_keys=False))
+    ctx.barrier()
+
+    seed_everything(tcfg.seed)
+    tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
+    model = load_model(cfg.model, tcfg.dtype, ctx.device)
+    model.train()
+    forget_ds = build_dataset(cfg, "forget", tokenizer, objective) if objective.uses_forget else None
+    retain_ds = build_dataset(cfg, "retain", tokenizer, objective) if objective.uses_retain else None
+    params = _select_trainable(model, tcfg.trainable)
+    backend = LocalBackend(params, make_optimizer(params, tcfg), ctx)
+
+    ref_model = None
+    if objective.needs_reference_model:
+        ref_model = load_model(cfg.model, tcfg.dtype, ctx.device).eval().requires_grad_(False)
+    control = None
+    if objective.rmu_layers_used:
+        control = step_losses.losses.rmu_control_vector(
+            model.config.hidden_size, objective.steering_coeff, objective.rmu_seed).to(ctx.device)
+
+    mb, K, W = tcfg.micro_batch_size, tcfg.grad_accum, ctx.world_size
+    global_batch = mb * K * W
+    total = _total_steps(cfg, objective, len(forget_ds or []), len(retain_ds or []), global_batch)
+    pad_id = tokenizer.pad_token_id
+
+    def micro_batches(ds, step: int) -> list[dict]:
+        idx = step_indices(len(ds), step, global_batch, tcfg.seed)
+        return [_to_device(pad_collate([ds[i] for i in chunk], pad_id), ctx.device)
+                for chunk in rank_micro_batches(idx, ctx.rank, W, K)]
+
+    start_step, ref_logprobs = 0, None
+    ckpt = latest_checkpoint(out) if tcfg.resume == "auto" else None
+    if ckpt is not None:
+        state = load_checkpoint(ckpt, ctx)
+        model.load_state_dict(state["model"])
+        backend.load_state_dict(state["backend"])
+        start_step, ref_logprobs = state["step"], state.get("ref_logprobs")
+        if ref_logprobs is not None:
+            ref_logprobs = ref_logprobs.to(ctx.device)
+    if ctx.is_main:
+        _truncate_log(out / LOG_NAME, start_step)
+    if objective.needs_reference_logprobs and ref_logprobs is None:
+        batches = (_to_device(pad_collate([forget_ds[i] for i in range(s, min(s + mb, len(forget_ds)))], pad_id),
+                              ctx.device) for s in range(0, len(forget_ds), mb))
+        ref_logprobs = step_losses.reference_sequence_logprobs(model, batches, len(forget_ds), ctx.device)
+    loss_ctx = step_losses.LossContext(objective, ref_model, ref_logprobs, control)
+
+    log_file = open(out / LOG_NAME, "a") if ctx.is_main else None
+    progress = _Progress(total, start_step, tcfg.progress and ctx.is_main)
+    t_start, tokens, last = time.perf_counter(), 0, {}
+    n_tok = torch.zeros((), dtype=torch.float64, device=ctx.device)  # summed on device, read at the sync
+    try:
+        for step in range(start_step, total):
+            t0 = time.perf_counter()
+            backend.zero()
+            loss_f = torch.zeros((), dtype=torch.float64, device=ctx.device)
+            loss_r = torch.zeros((), dtype=torch.float64, device=ctx.device)
+            f_batches = micro_batches(forget_ds, step) if objective.uses_forget else [None] * K
+            r_batches = micro_batches(retain_ds, step) if objective.uses_retain else [None] * K
+            for fb, rb in zip(f_batches, r_batches):
+                if fb is not None:
+                    backend.begin("forget")
+                    lf = step_losses.forget_loss(model, fb, loss_ctx) / K
+                    lf.backward()
+                    backend.end("forget")
+                    loss_f += lf.detach().double()
+                    n_tok += fb["attention_mask"].sum()
+                if rb is not None:
+                    backend.begin("retain")
+                    lr_ = step_losses.retain_loss(model, rb, loss_ctx) / K
+                    lr_.backward()
+                    backend.end("retain")
+                    loss_r += lr_.detach().double()
+                    n_tok += rb["attention_mask"].sum()
+            # the logged losses are the global-batch means
+            loss_f, loss_r = ctx.all_reduce_mean_(loss_f), ctx.all_reduce_mean_(loss_r)
+
+            F, R, all_reduce = backend.gradients()
+            if objective.combiner == "blur":
+                direction, stats = blur_direction(F, R, objective.gamma, objective.variant, objective.eps,
+                                                  all_reduce=all_reduce, inplace=True)
+            else:
+                direction, stats = weighted_sum(F, R, objective.forget_weight, objective.retain_weight,
+                                                all_reduce=all_reduce, inplace=True)
+            scale = clip_coefficient(stats.norm_d, tcfg.max_grad_norm)
+
+            # the one host synchronisation of the step
+            values = torch.cat([torch.stack([loss_f, loss_r, scale.double(), n_tok]), stats.stacked()]).tolist()
+            tokens = int(values.pop(3))
+            rec = _step_record(step, values, objective, stats)
+            lr = tcfg.lr * lr_factor(step, total, tcfg.warmup_steps, tcfg.schedule)
+            bad = [k for k, v in rec.items() if isinstance(v, float) and not math.isfinite(v)]
+            if bad:
+                raise NonFiniteError(
+                    f"non-finite {', '.join(bad)} at step {step + 1} of {total} "
+                    f"({', '.join(f'{k}={rec[k]}' for k in bad)}); no final model written; "
+                    f"lower train.lr (now {tcfg.lr}) or check the data"
+                )
+            backend.apply(direction, scale)
+            backend.step(lr)
+            rec.update(lr=lr, step_time_s=time.perf_counter() - t0)
+            last = rec
+            if log_file is not None:
+                log_file.write(json.dumps(rec) + "\n")
+                log_file.flush()
+            progress.update(rec)
+            done = step + 1
+            if tcfg.save_every and done % tcfg.save_every == 0 and done < total:
+                save_checkpoint(out, done, _train_state(model, backend, ref_logprobs), ctx, tcfg.keep_checkpoints)
+    finally:
+        progress.close()
+        if log_file is not None:
+            log_file.close()
+
+    wall = time.perf_counter() - t_start
+    model_dir = None
+    if ctx.is_main:
+        model_dir = save_hf_model(model, tokenizer, out / MODEL_DIR, {
+            "run_config.yaml": yaml.safe_dump(cfg.resolved(), sort_keys=False)})
+        summary = {"steps": total, "resumed_from": start_step, "world_size": W, "backend": "local",
+                   "wall_time_s": wall, "tokens": tokens * W,
+                   "tokens_per_s": tokens * W / wall if wall > 0 else None,
+                   "peak_memory_mb": _peak_memory_mb(ctx.device), "final": last}
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    ctx.barrier()
+    return RunResult(out, model_dir, total, last)
+
+
+def _truncate_log(path: Path, keep_steps: int) -> None:
+    """Drop log lines past ``keep_steps`` (written after the checkpoint we resume from)."""
+    if not path.exists():
+        return
+    if keep_steps == 0:
+        path.unlink()
+        return
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    kept = [ln for ln in lines if json.loads(ln)["step"] <= keep_steps]
+    path.write_text("".join(ln + "\n" for ln in kept))
+
+
+def _train_state(model, backend, ref_logprobs) -> dict:
+    return {"model": model.state_dict(), "backend": backend.state_dict(),
+            "ref_logprobs": None if ref_logprobs is None else ref_logprobs.cpu()}
+
+
+def _step_record(step: int, values: list[float], objective: Objective, stats: DirectionStats) -> dict:
+    loss_f, loss_r, scale, *stat_values = values
+    s = dict(zip(stats.names(), stat_values))
+    return {
+        "step": step + 1,
+        "loss_forget": loss_f if objective.uses_forget else None,
+        "loss_retain": loss_r if objective.uses_retain else None,
+        "xi": s["xi"] if objective.combiner == "blur" else None,
+        "dot": s["dot"], "norm_f": s["norm_f"], "norm_r": s["norm_r"], "cosine": s["cosine"],
+        "fallback": bool(s["fallback"]), "update_norm_raw": s["norm_d"],
+        "update_norm": s["norm_d"] * scale, "clip_scale": scale,
+    }
+
+
+def _peak_memory_mb(device: torch.device) -> float | None:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    except Exception:  # pragma: no cover - non-POSIX
+        return None

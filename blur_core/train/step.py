@@ -1,0 +1,97 @@
+"""Forward passes that turn a batch into the objective's forget or retain loss.
+
+These are the only places the loop calls the model; the loss formulas themselves are
+pure functions in ``blur_core.losses``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+from blur_core import losses
+from blur_core.methods import Objective
+
+__all__ = ["LossContext", "forget_loss", "retain_loss", "reference_sequence_logprobs"]
+
+
+class LossContext:
+    """What the losses need besides the batch: reference model / log-probs, RMU control vector."""
+
+    def __init__(self, objective: Objective, ref_model: torch.nn.Module | None = None,
+                 ref_logprobs: torch.Tensor | None = None, control: torch.Tensor | None = None):
+        self.objective = objective
+        self.ref_model = ref_model
+        self.ref_logprobs = ref_logprobs  # [n_forget] sequence log-probs, indexed by example index
+        self.control = control
+
+
+def _forward(model: torch.nn.Module, batch: dict, hidden: bool = False):
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                 output_hidden_states=hidden, use_cache=False)
+
+
+def _layer(hidden_states: tuple[torch.Tensor, ...], layer: int) -> torch.Tensor:
+    if layer >= len(hidden_states):
+        raise ValueError(f"rmu_layer = {layer} but the model has hidden_states 0..{len(hidden_states) - 1}")
+    return hidden_states[layer]
+
+
+def forget_loss(model: torch.nn.Module, batch: dict, ctx: LossContext) -> torch.Tensor:
+    obj = ctx.objective
+    kind = obj.forget_loss
+    if kind == "rmu":
+        out = _forward(model, batch, hidden=True)
+        acts = _layer(out.hidden_states, obj.rmu_layer)
+        return losses.rmu_forget_loss(acts, batch["attention_mask"], ctx.control.to(acts.dtype))
+    logits = _forward(model, batch).logits
+    if kind == "ga":
+        return losses.ga_loss(logits, batch["labels"])
+    if kind == "idk":
+        return losses.idk_loss(logits, batch["labels"])
+    if kind == "npo":
+        ref = ctx.ref_logprobs[batch["index"].to(ctx.ref_logprobs.device)].to(logits.device)
+        return losses.npo_loss(logits, batch["labels"], ref, obj.beta)
+    if kind == "simnpo":
+        return losses.simnpo_loss(logits, batch["labels"], obj.beta, obj.delta)
+    raise ValueError(f"unknown forget loss {kind!r}")
+
+
+def retain_loss(model: torch.nn.Module, batch: dict, ctx: LossContext) -> torch.Tensor:
+    obj = ctx.objective
+    kind = obj.retain_loss
+    if kind == "nll":
+        return losses.nll_loss(_forward(model, batch).logits, batch["labels"])
+    if kind == "kl":
+        with torch.no_grad():
+            ref_logits = _forward(ctx.ref_model, batch).logits
+        return losses.kl_loss(_forward(model, batch).logits, ref_logits, batch["labels"])
+    if kind == "rmu":
+        with torch.no_grad():
+            ref_acts = _layer(_forward(ctx.ref_model, batch, hidden=True).hidden_states, obj.rmu_layer)
+        acts = _layer(_forward(model, batch, hidden=True).hidden_states, obj.rmu_layer)
+        return losses.rmu_retain_loss(acts, ref_acts, batch["attention_mask"])
+    raise ValueError(f"unknown retain loss {kind!r}")
+
+
+@torch.no_grad()
+def reference_sequence_logprobs(model: torch.nn.Module, batches: Iterable[dict], n: int,
+                                device: torch.device) -> torch.Tensor:
+    """Sequence log-probs log p_ref(y_i | x_i) of every forget example under ``model``.
+
+    Computed once before training (NPO's reference is the starting model) and stored in
+    checkpoints, so a resumed run uses the same values. Returns float32 [n].
+    """
+    was_training = model.training
+    model.eval()
+    out = torch.full((n,), float("nan"), dtype=torch.float32, device=device)
+    for batch in batches:
+        logits = _forward(model, batch).logits
+        seq, _ = losses.sequence_logprobs(logits, batch["labels"])
+        out[batch["index"].to(device)] = seq.float()
+    model.train(was_training)
+    if torch.isnan(out).any():
+        missing = torch.isnan(out).nonzero().flatten()[:5].tolist()
+        raise RuntimeError(f"reference log-probs missing for forget examples {missing}")
+    return out
