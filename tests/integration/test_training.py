@@ -1,0 +1,153 @@
+"""The shared loop on the tiny model: every method trains, BLUR-NPO forgets, clipping,
+exact resume, and failures that stop the run loudly."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from blur_core.config import ConfigError
+from blur_core.data import load_records
+from blur_core.methods import METHODS
+from blur_core.models import load_model, load_tokenizer
+from blur_core.scoring import score_qa
+from blur_core.train import backend as backend_mod
+from blur_core.train import step as step_mod
+from blur_core.train.config import parse_run_config
+from blur_core.train.loop import NonFiniteError, run
+from tests.integration.helpers import load_weights, max_abs_diff, read_log, run_config
+
+# hyperparameters that fit the 2-layer tiny model (hidden_states 0..2)
+METHOD_HPARAMS = {"rmu": {"rmu_layer": 1, "steering_coeff": 2.0, "retain_weight": 10.0},
+                  "blur": {"forget_loss": "npo", "retain_loss": "kl", "gamma": 0.1}}
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_method_runs_and_changes_parameters(name, target_model, embedded, tmp_path):
+    method = {"name": name, **METHOD_HPARAMS.get(name, {})}
+    cfg = parse_run_config(run_config(target_model, tmp_path / name, method, embedded, max_steps=3,
+                                      optimizer="adamw", lr=1e-3, max_grad_norm=1.0))
+    result = run(cfg)
+    log = read_log(tmp_path / name)
+    assert [r["step"] for r in log] == [1, 2, 3]
+    assert all(math.isfinite(r["update_norm"]) and r["update_norm"] > 0 for r in log)
+    diff = max_abs_diff(load_weights(target_model), load_weights(result.model_dir))
+    assert diff > 1e-5, f"{name}: parameters did not change (max abs diff {diff})"
+    assert (result.model_dir / "run_config.yaml").exists()
+    assert (result.model_dir / "tokenizer.json").exists()
+
+
+@pytest.mark.parametrize("blur_forget_loss", ["ga", "simnpo", "idk", "rmu"])
+def test_blur_with_each_forget_loss(blur_forget_loss, target_model, embedded, tmp_path):
+    method = {"name": "blur", "forget_loss": blur_forget_loss, "retain_loss": "nll", "gamma": 0.1, "rmu_layer": 1}
+    run(parse_run_config(run_config(target_model, tmp_path, method, embedded, max_steps=2, lr=1e-2)))
+    log = read_log(tmp_path)
+    assert all(r["xi"] is not None and math.isfinite(r["xi"]) for r in log)
+
+
+def _forget_nll(model_dir, embedded) -> float:
+    model, tok = load_model(str(model_dir)), load_tokenizer(str(model_dir))
+    return score_qa(model, tok, load_records(embedded["forget"]), max_length=64)["nll"]
+
+
+def test_blur_npo_forgets_a_memorised_set(target_model, embedded, tmp_path):
+    method = {"name": "blur", "forget_loss": "npo", "retain_loss": "nll", "gamma": 0.1}
+    result = run(parse_run_config(run_config(target_model, tmp_path, method, embedded, max_steps=20,
+                                             optimizer="adamw", lr=1e-3, max_grad_norm=1.0)))
+    log = read_log(tmp_path)
+    assert log[-1]["loss_forget"] < 0.5 * log[0]["loss_forget"], (log[0]["loss_forget"], log[-1]["loss_forget"])
+    before, after = _forget_nll(target_model, embedded), _forget_nll(result.model_dir, embedded)
+    assert before < 0.5, f"target model did not memorise the forget set (NLL {before})"
+    assert after > before + 2.0, f"forget NLL {before:.3f} -> {after:.3f}"
+    # forget priority: <d, F> = gamma ||F||^2 > 0 means every step descends the forget loss
+    for r in log:
+        inner = r["dot"] + r["xi"] * r["norm_f"] ** 2
+        assert inner == pytest.approx(0.1 * r["norm_f"] ** 2, rel=1e-6)
+
+
+def test_clipping_scales_update_to_max_norm(target_model, embedded, tmp_path):
+    method = {"name": "blur", "forget_loss": "ga", "retain_loss": "nll", "gamma": 1.0}
+    max_norm = 0.02
+    result = run(parse_run_config(run_config(target_model, tmp_path, method, embedded, max_grad_norm=max_norm)))
+    rec = read_log(tmp_path)[0]
+    assert rec["update_norm_raw"] > 2 * max_norm, "clipping was not exercised"
+    assert rec["update_norm"] == pytest.approx(max_norm, rel=1e-9)
+    start, end = load_weights(target_model), load_weights(result.model_dir)
+    applied = math.sqrt(sum(float(((end[k].double() - start[k].double()) ** 2).sum()) for k in start))
+    assert applied == pytest.approx(max_norm, rel=1e-4)  # SGD lr=1: the weight change is the update
+
+
+def test_resume_from_checkpoint_is_bit_identical(target_model, embedded, tmp_path, monkeypatch):
+    method = {"name": "blur", "forget_loss": "npo", "retain_loss": "nll", "gamma": 0.2}
+    train = dict(max_steps=6, optimizer="adamw", lr=1e-3, max_grad_norm=1.0, save_every=2,
+                 schedule="cosine", warmup_steps=1, micro_batch_size=4, grad_accum=2)
+    full = run(parse_run_config(run_config(target_model, tmp_path / "full", method, embedded, **train)))
+
+    calls = {"n": 0}
+    real_step = backend_mod.LocalBackend.step
+
+    def crash_on_fifth(self, lr):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt("simulated preemption")
+        real_step(self, lr)
+
+    cfg = parse_run_config(run_config(target_model, tmp_path / "cut", method, embedded, **train))
+    monkeypatch.setattr(backend_mod.LocalBackend, "step", crash_on_fifth)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg)
+    assert not (tmp_path / "cut" / "model").exists()
+    monkeypatch.setattr(backend_mod.LocalBackend, "step", real_step)
+    resumed = run(cfg)
+
+    a, b = load_weights(full.model_dir), load_weights(resumed.model_dir)
+    assert all(torch.equal(a[k], b[k]) for k in a), f"max abs diff {max_abs_diff(a, b)}"
+    log = read_log(tmp_path / "cut")
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]
+    assert [r["xi"] for r in log] == [r["xi"] for r in read_log(tmp_path / "full")]
+    import json
+    assert json.loads((tmp_path / "cut" / "summary.json").read_text())["resumed_from"] == 4
+
+
+def test_nan_loss_stops_run_and_writes_no_model(target_model, embedded, tmp_path, monkeypatch):
+    real = step_mod.forget_loss
+    calls = {"n": 0}
+
+    def nan_on_third(model, batch, ctx):
+        calls["n"] += 1
+        loss = real(model, batch, ctx)
+        return loss * float("nan") if calls["n"] == 3 else loss
+
+    monkeypatch.setattr(step_mod, "forget_loss", nan_on_third)
+    method = {"name": "blur", "forget_loss": "npo", "retain_loss": "nll"}
+    with pytest.raises(NonFiniteError, match=r"at step 3 of 5"):
+        run(parse_run_config(run_config(target_model, tmp_path, method, embedded, max_steps=5,
+                                        optimizer="adamw", lr=1e-3)))
+    assert not (tmp_path / "model").exists()
+    assert [r["step"] for r in read_log(tmp_path)] == [1, 2]
+
+
+def test_failed_rerun_removes_stale_final_model(target_model, embedded, tmp_path, monkeypatch):
+    method = {"name": "graddiff"}
+    run(parse_run_config(run_config(target_model, tmp_path, method, embedded, max_steps=1, lr=1e-3)))
+    assert (tmp_path / "model").exists()
+    monkeypatch.setattr(step_mod, "retain_loss", lambda m, b, c: torch.tensor(float("inf"), requires_grad=True))
+    with pytest.raises(NonFiniteError):
+        run(parse_run_config(run_config(target_model, tmp_path, method, embedded, max_steps=1, lr=1e-3)))
+    assert not (tmp_path / "model").exists()
+
+
+def test_bad_inputs_name_the_problem(target_model, embedded, tmp_path):
+    good = run_config(target_model, tmp_path, {"name": "blur"}, embedded)
+    with pytest.raises(ConfigError, match="unknown method 'blurr'"):
+        parse_run_config({**good, "method": {"name": "blurr"}})
+    with pytest.raises(ConfigError, match="gama"):
+        parse_run_config({**good, "method": {"name": "blur", "gama": 0.1}})
+    missing = tmp_path / "nope.jsonl"
+    with pytest.raises(ConfigError, match="nope.jsonl"):
+        parse_run_config({**good, "data": {**good["data"], "forget": str(missing)}})
+    with pytest.raises(ValueError, match="rmu_layer = 9"):
+        run(parse_run_config(run_config(target_model, tmp_path / "rmu", {"name": "rmu", "rmu_layer": 9},
+                                        embedded)))
