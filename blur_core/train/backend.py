@@ -4,11 +4,13 @@ The training loop talks to a backend only through this interface, so a DeepSpeed
 backend (sharded gradients, engine-owned optimizer) can replace ``LocalBackend`` without
 touching the loop:
 
-    backend.begin("forget"); loss_f.backward(); backend.end("forget")   # per micro-batch
-    backend.begin("retain"); loss_r.backward(); backend.end("retain")
+    backend.begin("forget"); backend.backward(loss_f); backend.end("forget")   # per micro-batch
+    backend.begin("retain"); backend.backward(loss_r); backend.end("retain")
     F, R, all_reduce = backend.gradients()     # at the accumulation boundary
     d, stats = blur_direction(F, R, ..., all_reduce=all_reduce, inplace=True)
     backend.apply(d, scale); backend.step(lr); backend.zero()
+    backend.save_state(dir) / backend.load_state(dir)     # model + optimizer, for exact resume
+    backend.save_model(out_dir, tokenizer, extra_files)    # the final HF model dir (rank 0 writes)
 
 ``LocalBackend`` (single process or data parallel over torch.distributed): two flat
 float32 buffers F and R hold the accumulated gradients. For float32 parameters,
@@ -21,9 +23,11 @@ averaged across ranks once per step, before the combination (ranks never diverge
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 
+from blur_core.models import save_hf_model
 from blur_core.train.dist import DistContext
 
 __all__ = ["LocalBackend", "make_optimizer"]
@@ -42,8 +46,11 @@ def make_optimizer(params: Sequence[torch.nn.Parameter], cfg) -> torch.optim.Opt
 class LocalBackend:
     """Flat fp32 forget/retain gradient buffers over ``params``; torch optimizer."""
 
-    def __init__(self, params: Sequence[torch.nn.Parameter], optimizer: torch.optim.Optimizer,
-                 ctx: DistContext):
+    name = "local"
+
+    def __init__(self, model: torch.nn.Module, params: Sequence[torch.nn.Parameter],
+                 optimizer: torch.optim.Optimizer, ctx: DistContext):
+        self.model = model
         self.params = list(params)
         if not self.params:
             raise ValueError("no trainable parameters")
@@ -67,6 +74,9 @@ class LocalBackend:
         self._active = which
         for p, v in zip(self.params, self._views[which]):
             p.grad = v if p.dtype == torch.float32 else None
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
 
     def end(self, which: str) -> None:
         for p, v in zip(self.params, self._views[which]):
@@ -109,8 +119,20 @@ class LocalBackend:
             buf.zero_()
 
     # -- state -------------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict()}
+    def save_state(self, ckpt_dir: Path) -> None:
+        """Model and optimizer state (replicated: rank 0 writes) into ``ckpt_dir``."""
+        if self.ctx.is_main:
+            torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()},
+                       Path(ckpt_dir) / "local_state.pt")
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state(self, ckpt_dir: Path) -> None:
+        state = torch.load(Path(ckpt_dir) / "local_state.pt", map_location=self.params[0].device,
+                           weights_only=False)
+        self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+
+    def save_model(self, out_dir: Path, tokenizer, extra_files: dict[str, str]) -> Path | None:
+        """The final HF model dir (rank 0 writes; returns None on other ranks)."""
+        if not self.ctx.is_main:
+            return None
+        return save_hf_model(self.model, tokenizer, out_dir, extra_files)

@@ -1,8 +1,8 @@
-"""Training-state checkpoints for exact resume (model, optimizer, RNG, NPO reference).
+"""Training-state checkpoints for exact resume (backend state, RNG, step, NPO reference).
 
 Layout: ``<output_dir>/checkpoints/step-000010/{state.pt, rng-rank0.pt, ...}``, written to a
 ``.tmp`` directory and renamed when complete, so a crash mid-save never yields a
-checkpoint that looks valid. Rank 0 writes the replicated state; every rank its RNG.
+checkpoint that looks valid. The backend writes model + optimizer; every rank its RNG; rank 0 the meta.
 """
 
 from __future__ import annotations
@@ -48,8 +48,10 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(output_dir: str | Path, step: int, state: dict, ctx: DistContext, keep: int) -> Path:
-    """Save the replicated ``state`` (rank 0) and each rank's RNG after ``step`` steps."""
+def save_checkpoint(output_dir: str | Path, step: int, meta: dict, backend, ctx: DistContext, keep: int) -> Path:
+    """Checkpoint after ``step`` steps: the backend's model/optimizer state (collective),
+    each rank's RNG, and ``meta`` (rank 0). ``state.pt`` is written last and the directory
+    renamed into place, so only complete checkpoints are ever found."""
     root = _ckpt_root(Path(output_dir))
     final = root / f"step-{step:06d}"
     tmp = root / f"step-{step:06d}.tmp"
@@ -58,10 +60,12 @@ def save_checkpoint(output_dir: str | Path, step: int, state: dict, ctx: DistCon
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
     ctx.barrier()
+    backend.save_state(tmp)
     torch.save(_rng_state(), tmp / f"rng-rank{ctx.rank}.pt")
     ctx.barrier()
     if ctx.is_main:
-        torch.save({"step": step, "world_size": ctx.world_size, **state}, tmp / "state.pt")
+        torch.save({"step": step, "world_size": ctx.world_size, "backend": backend.name, **meta},
+                   tmp / "state.pt")
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
@@ -72,14 +76,18 @@ def save_checkpoint(output_dir: str | Path, step: int, state: dict, ctx: DistCon
     return final
 
 
-def load_checkpoint(path: Path, ctx: DistContext) -> dict:
-    """Load the state saved by ``save_checkpoint`` and restore this rank's RNG."""
-    state = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
-    if state["world_size"] != ctx.world_size:
-        raise RuntimeError(
-            f"checkpoint {path} was written with world size {state['world_size']}, "
-            f"this run has {ctx.world_size}: data order would differ; resume with the same world size"
-        )
+def load_checkpoint(path: Path, backend, ctx: DistContext) -> dict:
+    """Restore the backend state and this rank's RNG from ``path``; return rank 0's meta.
+
+    The data order depends only on the step (sampler.py), so a different world size is
+    allowed; each rank then restores the RNG of the rank with its number if it exists.
+    """
+    meta = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
+    if meta.get("backend", "local") != backend.name:
+        raise RuntimeError(f"checkpoint {path} was written by the {meta.get('backend')!r} backend; "
+                           f"this run uses {backend.name!r}")
+    backend.load_state(path)
     rng_file = path / f"rng-rank{ctx.rank}.pt"
-    _set_rng_state(torch.load(rng_file, map_location="cpu", weights_only=False))
-    return state
+    if rng_file.exists():
+        _set_rng_state(torch.load(rng_file, map_location="cpu", weights_only=False))
+    return meta

@@ -33,7 +33,7 @@ import yaml
 from blur_core.bilevel import DirectionStats, blur_direction, clip_coefficient, weighted_sum
 from blur_core.data import QADataset, QAFormat, TextChunkDataset, idk_answer, load_records, pad_collate
 from blur_core.methods import Objective
-from blur_core.models import load_model, load_tokenizer, save_hf_model
+from blur_core.models import load_model, load_tokenizer
 from blur_core.train import step as step_losses
 from blur_core.train.backend import LocalBackend, make_optimizer
 from blur_core.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -155,7 +155,7 @@ def run(cfg: RunConfig, ctx: DistContext | None = None) -> RunResult:
     forget_ds = build_dataset(cfg, "forget", tokenizer, objective) if objective.uses_forget else None
     retain_ds = build_dataset(cfg, "retain", tokenizer, objective) if objective.uses_retain else None
     params = _select_trainable(model, tcfg.trainable)
-    backend = LocalBackend(params, make_optimizer(params, tcfg), ctx)
+    backend = LocalBackend(model, params, make_optimizer(params, tcfg), ctx)
 
     ref_model = None
     if objective.needs_reference_model:
@@ -178,9 +178,7 @@ def run(cfg: RunConfig, ctx: DistContext | None = None) -> RunResult:
     start_step, ref_logprobs = 0, None
     ckpt = latest_checkpoint(out) if tcfg.resume == "auto" else None
     if ckpt is not None:
-        state = load_checkpoint(ckpt, ctx)
-        model.load_state_dict(state["model"])
-        backend.load_state_dict(state["backend"])
+        state = load_checkpoint(ckpt, backend, ctx)
         start_step, ref_logprobs = state["step"], state.get("ref_logprobs")
         if ref_logprobs is not None:
             ref_logprobs = ref_logprobs.to(ctx.device)
@@ -208,14 +206,14 @@ def run(cfg: RunConfig, ctx: DistContext | None = None) -> RunResult:
                 if fb is not None:
                     backend.begin("forget")
                     lf = step_losses.forget_loss(model, fb, loss_ctx) / K
-                    lf.backward()
+                    backend.backward(lf)
                     backend.end("forget")
                     loss_f += lf.detach().double()
                     n_tok += fb["attention_mask"].sum()
                 if rb is not None:
                     backend.begin("retain")
                     lr_ = step_losses.retain_loss(model, rb, loss_ctx) / K
-                    lr_.backward()
+                    backend.backward(lr_)
                     backend.end("retain")
                     loss_r += lr_.detach().double()
                     n_tok += rb["attention_mask"].sum()
@@ -253,18 +251,18 @@ def run(cfg: RunConfig, ctx: DistContext | None = None) -> RunResult:
             progress.update(rec)
             done = step + 1
             if tcfg.save_every and done % tcfg.save_every == 0 and done < total:
-                save_checkpoint(out, done, _train_state(model, backend, ref_logprobs), ctx, tcfg.keep_checkpoints)
+                save_checkpoint(out, done, {"ref_logprobs": None if ref_logprobs is None else ref_logprobs.cpu()},
+                                backend, ctx, tcfg.keep_checkpoints)
     finally:
         progress.close()
         if log_file is not None:
             log_file.close()
 
     wall = time.perf_counter() - t_start
-    model_dir = None
+    model_dir = backend.save_model(out / MODEL_DIR, tokenizer,
+                                   {"run_config.yaml": yaml.safe_dump(cfg.resolved(), sort_keys=False)})
     if ctx.is_main:
-        model_dir = save_hf_model(model, tokenizer, out / MODEL_DIR, {
-            "run_config.yaml": yaml.safe_dump(cfg.resolved(), sort_keys=False)})
-        summary = {"steps": total, "resumed_from": start_step, "world_size": W, "backend": "local",
+        summary = {"steps": total, "resumed_from": start_step, "world_size": W, "backend": backend.name,
                    "wall_time_s": wall, "tokens": tokens * W,
                    "tokens_per_s": tokens * W / wall if wall > 0 else None,
                    "peak_memory_mb": _peak_memory_mb(ctx.device), "final": last}
@@ -283,11 +281,6 @@ def _truncate_log(path: Path, keep_steps: int) -> None:
     lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
     kept = [ln for ln in lines if json.loads(ln)["step"] <= keep_steps]
     path.write_text("".join(ln + "\n" for ln in kept))
-
-
-def _train_state(model, backend, ref_logprobs) -> dict:
-    return {"model": model.state_dict(), "backend": backend.state_dict(),
-            "ref_logprobs": None if ref_logprobs is None else ref_logprobs.cpu()}
 
 
 def _step_record(step: int, values: list[float], objective: Objective, stats: DirectionStats) -> dict:
