@@ -106,7 +106,7 @@ def partial_sums(
 ) -> Tensor:
     """[<R,F>, ||F||^2, ||R||^2] as one float64 tensor of shape [3].
 
-    Inputs may be bf16/fp16/fp32: products are reduced in fp32 per chunk of at most
+    Inputs may be bf16/fp16/fp32/fp64: products are reduced in fp32 (fp64 for fp64 inputs) per chunk of at most
     ``_CHUNK`` elements and the chunk results summed in float64. ``all_reduce``,
     when given, is called once on that tensor and must sum it in place across ranks.
     """
@@ -115,11 +115,12 @@ def partial_sums(
     sums = torch.zeros(3, dtype=torch.float64, device=device)
     for f, r in zip(forget_grads, retain_grads):
         f_flat, r_flat = f.detach().reshape(-1), r.detach().reshape(-1)
+        acc = torch.promote_types(torch.promote_types(f.dtype, r.dtype), torch.float32)  # fp64 stays fp64
         # Chunked so that upcasting a huge flat buffer never allocates a full-size copy;
         # each chunk's products are reduced in fp32 and summed in fp64. No host sync.
         for start in range(0, f_flat.numel(), _CHUNK):
-            fc = f_flat[start : start + _CHUNK].float()
-            rc = r_flat[start : start + _CHUNK].float()
+            fc = f_flat[start : start + _CHUNK].to(acc)
+            rc = r_flat[start : start + _CHUNK].to(acc)
             sums += torch.stack([torch.dot(rc, fc), torch.dot(fc, fc), torch.dot(rc, rc)]).double()
     if all_reduce is not None:
         all_reduce(sums)

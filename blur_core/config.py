@@ -21,6 +21,7 @@ __all__ = [
     "to_dict",
     "positive",
     "non_negative",
+    "finite_non_negative",
     "one_of",
     "at_least",
 ]
@@ -43,6 +44,10 @@ def checked(default: Any = dataclasses.MISSING, *, check: Callable[[Any], str | 
 
 def positive(v: Any) -> str | None:
     return None if v is None or v > 0 else "must be > 0"
+
+
+def finite_non_negative(v: Any) -> str | None:
+    return None if v is None or (v >= 0 and v != float("inf")) else "must be a finite number >= 0"
 
 
 def non_negative(v: Any) -> str | None:

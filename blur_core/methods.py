@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from blur_core.bilevel import DEFAULT_EPS, VARIANTS
-from blur_core.config import ConfigError, checked, non_negative, one_of, parse, positive, to_dict
+from blur_core.config import ConfigError, checked, finite_non_negative, non_negative, one_of, parse, positive, to_dict
 
 FORGET_LOSSES = ("ga", "npo", "simnpo", "idk", "rmu")
 RETAIN_LOSSES = ("nll", "kl", "rmu")
@@ -97,7 +97,7 @@ class Objective:
 class BlurHParams:
     """BLUR: d = R + (gamma - <R,F>/||F||^2) F (forget_priority) or the retain-priority mirror."""
 
-    gamma: float = checked(0.1, check=non_negative, doc="forget-descent margin <d,F> = gamma ||F||^2")
+    gamma: float = checked(0.1, check=finite_non_negative, doc="forget-descent margin <d,F> = gamma ||F||^2")
     variant: str = checked("forget_priority", check=one_of(*VARIANTS), doc="which loss has priority")
     forget_loss: str = checked("npo", check=one_of(*FORGET_LOSSES), doc="lower-level forget loss")
     retain_loss: str = checked("nll", check=one_of(*RETAIN_LOSSES), doc="upper-level retain loss")

@@ -140,7 +140,12 @@ def load_run_config(path: str | Path, overrides: dict[str, Any] | None = None) -
     for key, value in (overrides or {}).items():
         node = data
         parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
+        for depth, part in enumerate(parts[:-1]):
+            if node.get(part) is None:  # absent, or an empty section (`train:` with nothing under it)
+                node[part] = {}
+            node = node[part]
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {key}: {'.'.join(parts[:depth + 1])} is not a section "
+                                  f"(it is {node!r})")
         node[parts[-1]] = value
     return parse_run_config(data, str(path))

@@ -14,6 +14,8 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> 
     first step moves); then constant: 1; linear: decays to 0 at total_steps;
     cosine: 0.5 * (1 + cos(pi * progress)).
     """
+    if schedule not in ("constant", "linear", "cosine"):
+        raise ValueError(f"unknown lr schedule {schedule!r}; expected constant, linear or cosine")
     if step < warmup_steps:
         return (step + 1) / (warmup_steps + 1)
     if schedule == "constant":
@@ -22,6 +24,4 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> 
     progress = min(1.0, (step - warmup_steps) / decay_steps)
     if schedule == "linear":
         return 1.0 - progress
-    if schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-    raise ValueError(f"unknown lr schedule {schedule!r}; expected constant, linear or cosine")
+    return 0.5 * (1.0 + math.cos(math.pi * progress))  # cosine
