@@ -5,6 +5,7 @@ Commands:
   make-embedded   write the embedded fictitious-people QA set and a tiny Llama built offline
   score           answer NLL / probability of models on QA files (a quick before/after check)
   methods         list registered methods and their hyperparameters with defaults
+  convert         consolidate a DeepSpeed ZeRO checkpoint into an HF model dir (safetensors)
 """
 
 from __future__ import annotations
@@ -79,6 +80,14 @@ def cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from blur_core.checkpoint import convert_zero_checkpoint
+
+    out = convert_zero_checkpoint(args.ckpt_dir, args.out_dir, hf_dir=args.hf_dir, tag=args.tag)
+    print(f"HF model dir: {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m blur_core", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -114,6 +123,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("methods", help="list methods and their hyperparameters")
     p.set_defaults(func=cmd_methods)
+
+    p = sub.add_parser("convert", help="ZeRO checkpoint -> HF model dir (model.safetensors, config, tokenizer)",
+                       description="Consolidate the fp32 master weights of a DeepSpeed ZeRO-2/3 checkpoint "
+                                   "(e.g. RUN/checkpoints/step-000010) into OUT_DIR, loadable with "
+                                   "AutoModelForCausalLM.from_pretrained. config.json, tokenizer and run "
+                                   "config come from CKPT_DIR/hf (written by the DeepSpeed backend) or --hf-dir.")
+    p.add_argument("ckpt_dir", help="checkpoint dir holding DeepSpeed's 'latest' file and shards")
+    p.add_argument("out_dir", help="output HF model dir (replaced if it exists)")
+    p.add_argument("--hf-dir", help="dir with config.json/tokenizer to copy (default: CKPT_DIR/hf)")
+    p.add_argument("--tag", help="DeepSpeed checkpoint tag (default: the one in 'latest')")
+    p.set_defaults(func=cmd_convert)
     return parser
 
 

@@ -22,15 +22,55 @@ averaged across ranks once per step, before the combination (ranks never diverge
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
-from blur_core.models import save_hf_model
+from blur_core.models import load_model, save_hf_model
 from blur_core.train.dist import DistContext
 
-__all__ = ["LocalBackend", "make_optimizer"]
+__all__ = ["LocalBackend", "make_optimizer", "select_trainable", "build_backend"]
+
+
+def select_trainable(model: torch.nn.Module, patterns: list[str]) -> list[torch.nn.Parameter]:
+    """The parameters whose names match any regex in ``patterns`` (all trainable if empty);
+    the others get ``requires_grad = False``."""
+    if not patterns:
+        return [p for p in model.parameters() if p.requires_grad]
+    regexes = [re.compile(p) for p in patterns]
+    chosen = []
+    for name, p in model.named_parameters():
+        keep = any(r.search(name) for r in regexes)
+        p.requires_grad_(keep)
+        if keep:
+            chosen.append(p)
+    if not chosen:
+        raise ValueError(f"train.trainable = {patterns} matches no parameter name")
+    return chosen
+
+
+def build_backend(model_path: str, tcfg, ctx: DistContext, tokenizer=None,
+                  extra_files: dict[str, str] | None = None):
+    """Load the policy model and wrap it in the backend that ``tcfg.backend`` names.
+
+    Returns the backend; ``backend.model`` is what the loop runs forward passes on (the
+    model itself, or the DeepSpeed engine) and ``backend.load_reference(model_path)`` loads
+    a frozen reference model the way this backend needs it.
+    """
+    if getattr(tcfg, "backend", "local") == "deepspeed":
+        from blur_core.train import zero
+
+        ds_config = zero.build_ds_config(tcfg)
+        model = zero.load_policy_model(model_path, tcfg.dtype, ctx, ds_config)
+        model.train()
+        params = select_trainable(model, tcfg.trainable)
+        return zero.ZeroBackend(model, make_optimizer(params, tcfg), ctx, ds_config, tokenizer, extra_files)
+    model = load_model(model_path, tcfg.dtype, ctx.device)
+    model.train()
+    params = select_trainable(model, tcfg.trainable)
+    return LocalBackend(model, params, make_optimizer(params, tcfg), ctx, dtype=tcfg.dtype)
 
 
 def make_optimizer(params: Sequence[torch.nn.Parameter], cfg) -> torch.optim.Optimizer:
@@ -49,8 +89,10 @@ class LocalBackend:
     name = "local"
 
     def __init__(self, model: torch.nn.Module, params: Sequence[torch.nn.Parameter],
-                 optimizer: torch.optim.Optimizer, ctx: DistContext):
+                 optimizer: torch.optim.Optimizer, ctx: DistContext, dtype: str = "float32"):
         self.model = model
+        self.dtype = dtype
+        self.zero_stage = None
         self.params = list(params)
         if not self.params:
             raise ValueError("no trainable parameters")
@@ -67,6 +109,10 @@ class LocalBackend:
                 self._views[k].append(buf[offset : offset + n].view_as(p))
             offset += n
         self._active: str | None = None
+
+    def load_reference(self, model_path: str) -> torch.nn.Module:
+        """A frozen copy of the starting model, loaded from its path (replicated)."""
+        return load_model(model_path, self.dtype, self.ctx.device).eval().requires_grad_(False)
 
     # -- accumulation ------------------------------------------------------------------
     def begin(self, which: str) -> None:

@@ -74,6 +74,11 @@ class TrainConfig:
     keep_checkpoints: int = checked(2, check=at_least(1))
     resume: str = checked("auto", check=one_of("auto", "never"), doc="auto: continue from the latest checkpoint")
     progress: bool = True
+    backend: str = checked("local", check=one_of("local", "deepspeed"),
+                           doc="local: one process or torch.distributed data parallel; deepspeed: ZeRO")
+    deepspeed_config: str | None = checked(
+        None, doc='DeepSpeed JSON path or a shipped name ("zero2", "zero3", "zero3_offload"); '
+                  'default "zero2" when backend is deepspeed')
 
     def validate(self, where: str) -> None:
         if (self.max_steps is None) == (self.epochs is None):
@@ -81,6 +86,17 @@ class TrainConfig:
                               f"(got max_steps={self.max_steps}, epochs={self.epochs})")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ConfigError(f"{where}.betas = {list(self.betas)}: need two values in [0, 1)")
+        if self.backend != "deepspeed" and self.deepspeed_config is not None:
+            raise ConfigError(f"{where}.deepspeed_config is set but {where}.backend = {self.backend!r}; "
+                              f"set backend: deepspeed (or drop deepspeed_config)")
+        if self.backend == "deepspeed":
+            if self.deepspeed_config is None:
+                self.deepspeed_config = "zero2"
+            from blur_core.train.zero import SHIPPED_CONFIGS
+
+            if self.deepspeed_config not in SHIPPED_CONFIGS and not Path(self.deepspeed_config).is_file():
+                raise ConfigError(f"{where}.deepspeed_config = {self.deepspeed_config!r}: neither a shipped "
+                                  f"config {list(SHIPPED_CONFIGS)} nor an existing JSON file")
 
 
 @dataclass

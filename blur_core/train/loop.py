@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -33,9 +32,9 @@ import yaml
 from blur_core.bilevel import DirectionStats, blur_direction, clip_coefficient, weighted_sum
 from blur_core.data import QADataset, QAFormat, TextChunkDataset, idk_answer, load_records, pad_collate
 from blur_core.methods import Objective
-from blur_core.models import load_model, load_tokenizer
+from blur_core.models import load_tokenizer
 from blur_core.train import step as step_losses
-from blur_core.train.backend import LocalBackend, make_optimizer
+from blur_core.train.backend import build_backend, select_trainable as _select_trainable  # noqa: F401
 from blur_core.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from blur_core.train.config import RunConfig
 from blur_core.train.dist import DistContext, init_distributed
@@ -83,21 +82,6 @@ def build_dataset(cfg: RunConfig, which: str, tokenizer, objective: Objective):
     override = idk_answer if (which == "forget" and objective.forget_answers == "idk") else None
     return QADataset(records, tokenizer, max_length=cfg.data.max_length, fmt=fmt,
                      answer_override=override, source=str(path))
-
-
-def _select_trainable(model: torch.nn.Module, patterns: list[str]) -> list[torch.nn.Parameter]:
-    if not patterns:
-        return [p for p in model.parameters() if p.requires_grad]
-    regexes = [re.compile(p) for p in patterns]
-    chosen = []
-    for name, p in model.named_parameters():
-        keep = any(r.search(name) for r in regexes)
-        p.requires_grad_(keep)
-        if keep:
-            chosen.append(p)
-    if not chosen:
-        raise ValueError(f"train.trainable = {patterns} matches no parameter name")
-    return chosen
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
@@ -150,20 +134,18 @@ def run(cfg: RunConfig, ctx: DistContext | None = None) -> RunResult:
 
     seed_everything(tcfg.seed)
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
-    model = load_model(cfg.model, tcfg.dtype, ctx.device)
-    model.train()
+    backend = build_backend(cfg.model, tcfg, ctx, tokenizer,
+                            {"run_config.yaml": yaml.safe_dump(cfg.resolved(), sort_keys=False)})
+    model = backend.model  # the module itself, or the DeepSpeed engine wrapping it
     forget_ds = build_dataset(cfg, "forget", tokenizer, objective) if objective.uses_forget else None
     retain_ds = build_dataset(cfg, "retain", tokenizer, objective) if objective.uses_retain else None
-    params = _select_trainable(model, tcfg.trainable)
-    backend = LocalBackend(model, params, make_optimizer(params, tcfg), ctx)
 
-    ref_model = None
-    if objective.needs_reference_model:
-        ref_model = load_model(cfg.model, tcfg.dtype, ctx.device).eval().requires_grad_(False)
+    ref_model = backend.load_reference(cfg.model) if objective.needs_reference_model else None
     control = None
     if objective.rmu_layers_used:
+        hidden_size = getattr(model, "module", model).config.hidden_size  # (a DeepSpeed engine wraps it)
         control = step_losses.losses.rmu_control_vector(
-            model.config.hidden_size, objective.steering_coeff, objective.rmu_seed).to(ctx.device)
+            hidden_size, objective.steering_coeff, objective.rmu_seed).to(ctx.device)
 
     mb, K, W = tcfg.micro_batch_size, tcfg.grad_accum, ctx.world_size
     global_batch = mb * K * W
@@ -263,6 +245,7 @@ def run(cfg: RunConfig, ctx: DistContext | None = None) -> RunResult:
                                    {"run_config.yaml": yaml.safe_dump(cfg.resolved(), sort_keys=False)})
     if ctx.is_main:
         summary = {"steps": total, "resumed_from": start_step, "world_size": W, "backend": backend.name,
+                   "zero_stage": getattr(backend, "zero_stage", None),
                    "wall_time_s": wall, "tokens": tokens * W,
                    "tokens_per_s": tokens * W / wall if wall > 0 else None,
                    "peak_memory_mb": _peak_memory_mb(ctx.device), "final": last}
