@@ -1,5 +1,7 @@
 """ZeRO checkpoint -> HF model dir (``python -m blur_core convert ZERO_CKPT_DIR OUT_DIR``).
 
+An HF model dir given instead (the local backend's final model) is copied unchanged.
+
 A ZeRO checkpoint written by the DeepSpeed backend (``<run>/checkpoints/step-N`` or the
 temporary one behind the final model) holds every rank's parameter/optimizer shards plus
 an ``hf/`` folder with config.json, the tokenizer and the run config. Conversion
@@ -15,7 +17,32 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-__all__ = ["convert_zero_checkpoint"]
+__all__ = ["convert_checkpoint", "convert_zero_checkpoint", "is_hf_model_dir"]
+
+
+def is_hf_model_dir(path: str | Path) -> bool:
+    """A consolidated HF model dir: config.json plus safetensors weights."""
+    path = Path(path)
+    return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
+
+
+def convert_checkpoint(src: str | Path, out_dir: str | Path, hf_dir: str | Path | None = None,
+                       tag: str | None = None) -> Path:
+    """``src`` -> HF model dir ``out_dir``: a ZeRO checkpoint is consolidated; an HF model dir
+    (what the local backend writes) is copied as is, so callers need not know the backend."""
+    from blur_core.train import zero
+
+    src, out_dir = Path(src), Path(out_dir)
+    if not zero.has_zero_checkpoint(src) and tag is None and is_hf_model_dir(src):
+        tmp = out_dir.with_name(out_dir.name + ".tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        shutil.copytree(src, tmp)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+        return out_dir
+    return convert_zero_checkpoint(src, out_dir, hf_dir=hf_dir, tag=tag)
 
 
 def convert_zero_checkpoint(ckpt_dir: str | Path, out_dir: str | Path, hf_dir: str | Path | None = None,
@@ -32,7 +59,7 @@ def convert_zero_checkpoint(ckpt_dir: str | Path, out_dir: str | Path, hf_dir: s
         raise FileNotFoundError(f"ZeRO checkpoint directory not found: {ckpt_dir}")
     if tag is None and not zero.has_zero_checkpoint(ckpt_dir):
         raise FileNotFoundError(f"{ckpt_dir} holds no DeepSpeed checkpoint (no 'latest' file and no "
-                                f"'{zero.CKPT_TAG}/' folder)")
+                                f"'{zero.CKPT_TAG}/' folder) and is not an HF model dir")
     if tag is None and not (ckpt_dir / "latest").is_file():
         tag = zero.CKPT_TAG
     hf_dir = Path(hf_dir) if hf_dir is not None else ckpt_dir / zero.HF_ASSETS

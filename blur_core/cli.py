@@ -81,9 +81,9 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from blur_core.checkpoint import convert_zero_checkpoint
+    from blur_core.checkpoint import convert_checkpoint
 
-    out = convert_zero_checkpoint(args.ckpt_dir, args.out_dir, hf_dir=args.hf_dir, tag=args.tag)
+    out = convert_checkpoint(args.ckpt_dir, args.out_dir, hf_dir=args.hf_dir, tag=args.tag)
     print(f"HF model dir: {out}")
     return 0
 
@@ -128,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Consolidate the fp32 master weights of a DeepSpeed ZeRO-2/3 checkpoint "
                                    "(e.g. RUN/checkpoints/step-000010) into OUT_DIR, loadable with "
                                    "AutoModelForCausalLM.from_pretrained. config.json, tokenizer and run "
-                                   "config come from CKPT_DIR/hf (written by the DeepSpeed backend) or --hf-dir.")
+                                   "config come from CKPT_DIR/hf (written by the DeepSpeed backend) or --hf-dir. "
+                                   "An HF model dir (the local backend's output) is copied as is.")
     p.add_argument("ckpt_dir", help="checkpoint dir holding DeepSpeed's 'latest' file and shards")
     p.add_argument("out_dir", help="output HF model dir (replaced if it exists)")
     p.add_argument("--hf-dir", help="dir with config.json/tokenizer to copy (default: CKPT_DIR/hf)")

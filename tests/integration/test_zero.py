@@ -265,6 +265,17 @@ def test_zero_checkpoint_converts_to_hf_model(zero_runs, tmp_path):
     assert diff <= LOGIT_TOL
 
 
+def test_convert_copies_an_hf_model_dir(target_model, tmp_path):
+    """The pipeline's convert step also receives local-backend outputs (already HF dirs)."""
+    from blur_core.cli import main
+
+    out = tmp_path / "copied"
+    assert main(["convert", str(target_model), str(out)]) == 0
+    assert max_abs_diff(load_weights(target_model), load_weights(out)) == 0.0
+    assert (out / "config.json").is_file() and (out / "tokenizer.json").is_file()
+    assert main(["convert", str(tmp_path / "missing"), str(tmp_path / "x")]) == 2
+
+
 def test_ds_config_follows_train_config(tmp_path):
     from blur_core.config import ConfigError
     from blur_core.train.config import parse_run_config
