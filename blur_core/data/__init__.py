@@ -1,5 +1,6 @@
-"""Benchmark data: record I/O, QA and raw-text datasets, collation, and the embedded
-fictitious-people benchmark.
+"""Benchmark data: record I/O, QA and raw-text datasets, collation, the TOFU hub
+layout (locate, validate, materialise) and the embedded fictitious-people benchmark
+written in that layout.
 
 Submodules import torch; importing this package has no other side effects.
 """
@@ -8,9 +9,13 @@ from blur_core.data.collate import IGNORE_INDEX, pad_collate
 from blur_core.data.embedded import (
     ATTRIBUTE_KEYS,
     corpus_texts,
+    embedded_forget_people,
     make_people,
     make_qa,
+    make_real_authors,
+    make_world_facts,
     split_forget_retain,
+    write_embedded_tofu,
 )
 from blur_core.data.io import ACCEPTED_EXTENSIONS, load_records, require_fields, write_jsonl
 from blur_core.data.qa import (
@@ -23,25 +28,43 @@ from blur_core.data.qa import (
     idk_answer,
 )
 from blur_core.data.text import TextChunkDataset
+from blur_core.data.tofu import (
+    TOFU_SPLITS,
+    BenchmarkUnavailableError,
+    link_tofu,
+    resolve_benchmark_root,
+    tofu_files,
+    validate_tofu,
+)
 
 __all__ = [
     "ACCEPTED_EXTENSIONS",
     "ATTRIBUTE_KEYS",
+    "BenchmarkUnavailableError",
     "IDK_ANSWERS",
     "IGNORE_INDEX",
+    "TOFU_SPLITS",
     "QADataset",
     "QAFormat",
     "TextChunkDataset",
     "corpus_texts",
+    "embedded_forget_people",
     "encode_answer",
     "encode_prompt",
     "encode_qa",
     "idk_answer",
+    "link_tofu",
     "load_records",
     "make_people",
     "make_qa",
+    "make_real_authors",
+    "make_world_facts",
     "pad_collate",
     "require_fields",
+    "resolve_benchmark_root",
     "split_forget_retain",
+    "tofu_files",
+    "validate_tofu",
+    "write_embedded_tofu",
     "write_jsonl",
 ]

@@ -3,7 +3,10 @@
 ``make_people`` invents people from fixed syllable and attribute tables;
 ``make_qa`` turns them into question/answer records carrying what the TOFU metrics
 need (a paraphrased answer and several perturbed, i.e. wrong, answers);
-``split_forget_retain`` splits by person. The vocabulary is small and regular so a
+``split_forget_retain`` splits by person. ``write_embedded_tofu`` writes the whole
+benchmark in the TOFU hub layout (nested forget01/05/10 splits by person, retain
+complements, perturbed evaluation files, two utility sets and the ``pretrain.json``
+the tiny base model learns them from). The vocabulary is small and regular so a
 word-level tokenizer and a tiny model can memorise it in minutes on a CPU.
 
 Everything is a pure function of its arguments: the same seed gives byte-identical
@@ -17,6 +20,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 FIRST_SYLLABLES = ("Ka", "Lo", "Mi", "Ta", "Re", "Vo", "Sa", "Di", "No", "Be", "Fa", "Zu")
 SECOND_SYLLABLES = ("ran", "lin", "mer", "tos", "vek", "dal", "rin", "bor", "sel", "nat", "mo", "ra")
@@ -105,34 +109,42 @@ def make_people(n_people: int, seed: int = 0) -> list[dict]:
     return people
 
 
-def _qa_record(person: dict, attr: Attribute, rng: random.Random) -> dict:
-    """One QA record about ``attr`` of ``person`` with paraphrased and perturbed answers."""
+def _qa_record(person: dict, attr: Attribute, rng: random.Random, n_perturbed: int = NUM_PERTURBED) -> dict:
+    """One QA record about ``attr`` of ``person`` with paraphrased and perturbed answers.
+
+    As in TOFU, the perturbed answers are the *paraphrase* with the fact swapped, so the
+    truth ratio compares like with like (same wording, right vs wrong fact) instead of
+    rewarding the memorised wording of the answer."""
     name, value = person["name"], person[attr.key]
-    wrong = rng.sample([v for v in attr.values if v != value], NUM_PERTURBED)
+    wrong = rng.sample([v for v in attr.values if v != value], n_perturbed)
     return {
         "question": attr.question.format(name=name),
         "answer": attr.answer.format(name=name, value=value),
         "paraphrased_answer": attr.paraphrase.format(name=name, value=value),
-        "perturbed_answer": [attr.answer.format(name=name, value=w) for w in wrong],
+        "perturbed_answer": [attr.paraphrase.format(name=name, value=w) for w in wrong],
         "person": person["id"],
         "name": name,
         "attribute": attr.key,
     }
 
 
-def make_qa(people: Sequence[dict], questions_per_person: int = 5, seed: int = 0) -> list[dict]:
+def make_qa(people: Sequence[dict], questions_per_person: int = 5, seed: int = 0,
+            n_perturbed: int = NUM_PERTURBED) -> list[dict]:
     """Question/answer records, ``questions_per_person`` distinct attributes per person.
 
     Each record has ``question``, ``answer``, ``paraphrased_answer`` (same fact, other
-    wording), ``perturbed_answer`` (list of 3 answers with wrong values of the same
-    attribute), ``person`` (id), ``name`` and ``attribute``. Records are grouped by
-    person in the order of ``people``.
+    wording), ``perturbed_answer`` (list of ``n_perturbed`` answers with distinct wrong
+    values of the same attribute), ``person`` (id), ``name`` and ``attribute``. Records
+    are grouped by person in the order of ``people``.
     """
     if not isinstance(questions_per_person, int) or not 1 <= questions_per_person <= len(ATTRIBUTES):
         raise ValueError(
             f"questions_per_person must be an integer in [1, {len(ATTRIBUTES)}], "
             f"got {questions_per_person!r}"
         )
+    max_perturbed = min(len(a.values) for a in ATTRIBUTES) - 1
+    if not isinstance(n_perturbed, int) or not 1 <= n_perturbed <= max_perturbed:
+        raise ValueError(f"n_perturbed must be an integer in [1, {max_perturbed}], got {n_perturbed!r}")
     rng = random.Random(f"qa:{seed}")
     records = []
     for person in people:
@@ -142,7 +154,7 @@ def make_qa(people: Sequence[dict], questions_per_person: int = 5, seed: int = 0
         if missing:
             raise ValueError(f"person {person!r} lacks field(s) {missing}")
         chosen = sorted(rng.sample(range(len(ATTRIBUTES)), questions_per_person))
-        records.extend(_qa_record(person, ATTRIBUTES[i], rng) for i in chosen)
+        records.extend(_qa_record(person, ATTRIBUTES[i], rng, n_perturbed) for i in chosen)
     return records
 
 
@@ -180,3 +192,194 @@ def corpus_texts(qa: Iterable[dict], extra: Iterable[str] = ()) -> list[str]:
     for r in qa:
         texts += [r["question"], r["answer"], r["paraphrased_answer"], *r["perturbed_answer"]]
     return texts
+
+
+# ---------------------------------------------------------------------------
+# Utility knowledge: the embedded counterparts of TOFU's real-authors and world-facts
+# sets. A real base model knows real authors and world facts from pretraining; the tiny
+# base model learns these from ``pretrain.json`` before it is fine-tuned, so that
+# unlearning can damage knowledge the model had *before* fine-tuning.
+# ---------------------------------------------------------------------------
+
+UTILITY_PERTURBED = 3  # wrong options per utility question, as in TOFU
+
+INVENTION_WORDS = ("sky", "sun", "glass", "river", "stone", "cloud", "moon", "iron", "wind", "sand")
+INVENTION_NOUNS = ("lamp", "clock", "wheel", "pump", "bell", "drum", "boat", "harp", "mirror", "kettle")
+INVENTOR_FIRST = ("Ansel", "Brina", "Cato", "Della", "Emrys", "Flora", "Gideon", "Hester", "Ivo", "Juno")
+INVENTOR_LAST = ("Quill", "Marsh", "Thorne", "Pike", "Wren", "Vance", "Holt", "Crane", "Lark", "Frost")
+LANDMARK_WORDS = ("Silver", "Golden", "Old", "Great", "High", "Broad", "Crystal", "Hidden", "Sunken", "Northern")
+LANDMARK_NOUNS = ("Gate", "Tower", "Bridge", "Arch", "Dome", "Wall", "Temple", "Fountain", "Column", "Garden")
+LANDMARK_CITIES = ("Velmora", "Castoria", "Brenhal", "Quenmar", "Tolvik", "Ostrand", "Pellucid",
+                   "Wyndham", "Yarrowby", "Zephyra")
+N_INVENTIONS = 20
+N_LANDMARKS = 20
+
+# (question, answer, pool of same-kind answers the wrong options are drawn from)
+_COLOURS = COLOURS
+_NUMBERS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+            "eleven", "twelve")
+_ANIMALS = ("cow", "dog", "cat", "hen", "giraffe", "elephant", "whale", "horse", "sheep", "lion",
+            "owl", "frog")
+_OPPOSITES = ("cold", "small", "down", "night", "slow", "dry", "hot", "big", "up", "day", "fast", "wet")
+_SEASONS = ("spring", "summer", "autumn", "winter")
+_DIRECTIONS = ("east", "west", "north", "south")
+_PLANETS = ("Earth", "Mars", "Venus", "Jupiter", "Saturn")
+_THINGS = ("honey", "milk", "ice", "water", "wool", "sand", "salt", "bread")
+WORLD_FACTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("What colour is grass?", "green", _COLOURS),
+    ("What colour is the sky on a clear day?", "blue", _COLOURS),
+    ("What colour is fresh snow?", "white", _COLOURS),
+    ("What colour is coal?", "black", _COLOURS),
+    ("What colour is a ripe tomato?", "red", _COLOURS),
+    ("What colour is a ripe banana?", "yellow", _COLOURS),
+    ("What colour is a carrot?", "orange", _COLOURS),
+    ("What colour is chocolate?", "brown", _COLOURS),
+    ("How many legs does a dog have?", "four", _NUMBERS),
+    ("How many legs does a spider have?", "eight", _NUMBERS),
+    ("How many days are in a week?", "seven", _NUMBERS),
+    ("How many wheels does a bicycle have?", "two", _NUMBERS),
+    ("How many sides does a triangle have?", "three", _NUMBERS),
+    ("How many months are in a year?", "twelve", _NUMBERS),
+    ("How many fingers are on one hand?", "five", _NUMBERS),
+    ("How many legs does an insect have?", "six", _NUMBERS),
+    ("Which animal says moo?", "cow", _ANIMALS),
+    ("Which animal barks?", "dog", _ANIMALS),
+    ("Which animal says meow?", "cat", _ANIMALS),
+    ("Which animal lays eggs on a farm?", "hen", _ANIMALS),
+    ("Which animal has the longest neck?", "giraffe", _ANIMALS),
+    ("Which animal has a trunk?", "elephant", _ANIMALS),
+    ("Which is the largest animal in the sea?", "whale", _ANIMALS),
+    ("Which animal gives us wool?", "sheep", _ANIMALS),
+    ("What is the opposite of hot?", "cold", _OPPOSITES),
+    ("What is the opposite of big?", "small", _OPPOSITES),
+    ("What is the opposite of up?", "down", _OPPOSITES),
+    ("What is the opposite of day?", "night", _OPPOSITES),
+    ("What is the opposite of fast?", "slow", _OPPOSITES),
+    ("What is the opposite of wet?", "dry", _OPPOSITES),
+    ("Which season is the coldest?", "winter", _SEASONS),
+    ("Which season is the hottest?", "summer", _SEASONS),
+    ("In which season do leaves fall from the trees?", "autumn", _SEASONS),
+    ("In which direction does the sun rise?", "east", _DIRECTIONS),
+    ("In which direction does the sun set?", "west", _DIRECTIONS),
+    ("Which planet do we live on?", "Earth", _PLANETS),
+    ("Which planet is known as the red planet?", "Mars", _PLANETS),
+    ("What do bees make?", "honey", _THINGS),
+    ("What do cows give us to drink?", "milk", _THINGS),
+    ("What is frozen water called?", "ice", _THINGS),
+)
+
+
+def _utility_record(question: str, answer: str, pool: Sequence[str], rng: random.Random) -> dict:
+    wrong = rng.sample([v for v in pool if v != answer], UTILITY_PERTURBED)
+    return {"question": question, "answer": answer, "perturbed_answer": wrong}
+
+
+def make_real_authors(seed: int = 0) -> list[dict]:
+    """40 questions about famous *invented* inventors and landmarks (the embedded stand-in
+    for TOFU's real-authors set): ``{"question", "answer", "perturbed_answer"}`` with
+    three wrong options of the same kind (other inventors, other cities).
+
+    E.g. ``"Who invented the moon clock?" -> "Della Wren"``,
+    ``"In which city is the Silver Gate?" -> "Tolvik"``.
+    """
+    rng = random.Random(f"real_authors:{seed}")
+    inventions = [f"{w} {n}" for w in INVENTION_WORDS for n in INVENTION_NOUNS]
+    inventions = rng.sample(inventions, N_INVENTIONS)
+    inventors = rng.sample([f"{f} {l}" for f in INVENTOR_FIRST for l in INVENTOR_LAST], N_INVENTIONS)
+    records = [_utility_record(f"Who invented the {thing}?", who, inventors, rng)
+               for thing, who in zip(inventions, inventors)]
+    landmarks = rng.sample([f"{w} {n}" for w in LANDMARK_WORDS for n in LANDMARK_NOUNS], N_LANDMARKS)
+    for landmark in landmarks:
+        city = rng.choice(LANDMARK_CITIES)
+        records.append(_utility_record(f"In which city is the {landmark}?", city, LANDMARK_CITIES, rng))
+    return records
+
+
+def make_world_facts(seed: int = 0) -> list[dict]:
+    """40 everyday world facts (the embedded stand-in for TOFU's world-facts set):
+    ``{"question", "answer", "perturbed_answer"}`` with three wrong options drawn (seeded)
+    from answers of the same kind, e.g. ``"What colour is grass?" -> "green"``."""
+    rng = random.Random(f"world_facts:{seed}")
+    return [_utility_record(q, a, pool, rng) for q, a, pool in WORLD_FACTS]
+
+
+# ---------------------------------------------------------------------------
+# The whole benchmark in the TOFU hub layout
+# ---------------------------------------------------------------------------
+
+RETAIN_PERTURBED_MAX = 100  # records in retain_perturbed.json (whole people, drawn from retain90)
+
+
+def _plain(record: dict) -> dict:
+    """A record for full/forgetXX/retainYY: question and answer first (as in TOFU),
+    plus the person metadata that lets tests and analyses group by person."""
+    return {"question": record["question"], "answer": record["answer"],
+            "person": record["person"], "name": record["name"], "attribute": record["attribute"]}
+
+
+def _perturbed(record: dict) -> dict:
+    """A record for the *_perturbed files (TOFU field order, plus person metadata)."""
+    return {"question": record["question"], "answer": record["answer"],
+            "paraphrased_answer": record["paraphrased_answer"],
+            "perturbed_answer": list(record["perturbed_answer"]),
+            "person": record["person"], "name": record["name"], "attribute": record["attribute"]}
+
+
+def embedded_forget_people(n_people: int, seed: int = 0) -> dict[str, list[int]]:
+    """Nested forget sets of person ids: ``{"forget01": [...], "forget05": [...],
+    "forget10": [...]}`` with ``max(1, round(pct * n_people))`` people each and
+    forget01 ⊂ forget05 ⊂ forget10 (prefixes of one seeded permutation)."""
+    from blur_core.data.tofu import FORGET_FRACTIONS
+
+    if not isinstance(n_people, int) or n_people < 2:
+        raise ValueError(f"n_people must be an integer >= 2 (someone must be retained), got {n_people!r}")
+    order = random.Random(f"tofu_split:{seed}").sample(range(n_people), n_people)
+    return {split: sorted(order[: max(1, round(frac * n_people))])
+            for split, frac in FORGET_FRACTIONS.items()}
+
+
+def write_embedded_tofu(out_dir: str | Path, n_people: int = 100, questions_per_person: int = 5,
+                        n_perturbed: int = NUM_PERTURBED, seed: int = 0) -> dict[str, Path]:
+    """Write the embedded benchmark into ``out_dir`` in the TOFU hub layout (JSON Lines
+    in ``.json`` files), deterministically (same arguments -> byte-identical files).
+
+    Files (keys of the returned dict are the file stems):
+
+    * ``full.json``: every QA record (``n_people * questions_per_person``);
+    * ``forget01/05/10.json``: all records of ``max(1, round(pct * n_people))`` people,
+      nested forget01 ⊂ forget05 ⊂ forget10 (see :func:`embedded_forget_people`);
+    * ``retain99/95/90.json``: ``full`` minus ``forget01/05/10`` (order kept);
+    * ``forget01/05/10_perturbed.json``: the forget records with ``paraphrased_answer`` and
+      ``n_perturbed`` ``perturbed_answer`` strings;
+    * ``retain_perturbed.json``: the same fields for whole people drawn (seeded) from the
+      retain90 people, up to ``RETAIN_PERTURBED_MAX`` records, so it is disjoint from
+      every forget split;
+    * ``real_authors_perturbed.json`` / ``world_facts_perturbed.json``: 40 + 40 utility
+      questions (:func:`make_real_authors`, :func:`make_world_facts`) with 3 wrong options;
+    * ``pretrain.json``: the utility questions as ``{"question", "answer"}``: what the
+      tiny base model is trained on first, standing in for a real model's pretraining.
+
+    People records carry ``person``/``name``/``attribute`` besides TOFU's fields.
+    """
+    from blur_core.data.io import write_jsonl
+    from blur_core.data.tofu import TOFU_SPLITS
+
+    forget_people = embedded_forget_people(n_people, seed)
+    qa = make_qa(make_people(n_people, seed), questions_per_person, seed, n_perturbed)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files: dict[str, list[dict]] = {"full": [_plain(r) for r in qa]}
+    for forget_split, retain_split in TOFU_SPLITS.items():
+        people = set(forget_people[forget_split])
+        files[forget_split] = [_plain(r) for r in qa if r["person"] in people]
+        files[retain_split] = [_plain(r) for r in qa if r["person"] not in people]
+        files[f"{forget_split}_perturbed"] = [_perturbed(r) for r in qa if r["person"] in people]
+    retained = [p for p in range(n_people) if p not in set(forget_people["forget10"])]
+    n_rp = min(len(retained), max(1, RETAIN_PERTURBED_MAX // questions_per_person))
+    rp_people = set(random.Random(f"retain_perturbed:{seed}").sample(retained, n_rp))
+    files["retain_perturbed"] = [_perturbed(r) for r in qa if r["person"] in rp_people]
+    files["real_authors_perturbed"] = make_real_authors(seed)
+    files["world_facts_perturbed"] = make_world_facts(seed)
+    files["pretrain"] = [{"question": r["question"], "answer": r["answer"]}
+                         for r in files["real_authors_perturbed"] + files["world_facts_perturbed"]]
+    return {name: write_jsonl(out_dir / f"{name}.json", records) for name, records in files.items()}

@@ -17,14 +17,19 @@ def load_records(path: str | Path) -> list[dict]:
     """Load a list of records from ``path``.
 
     * ``.json``: a list of objects, or an object with exactly one list value
-      (e.g. ``{"data": [...]}``);
+      (e.g. ``{"data": [...]}``); a ``.json`` file that is not a single JSON document
+      is read as JSON Lines (the TOFU files on the hub are JSON Lines named ``.json``);
     * ``.jsonl``: one object per non-blank line;
     * ``.txt``: the whole file as one record ``{"text": <contents>}``.
 
     Raises:
         FileNotFoundError: the file does not exist (the message names the path).
         ValueError: malformed JSON (names the file and line), a record that is not
-            an object, or an unknown extension (names the accepted ones).
+            an object, or an unknown extension (names the accepted ones). For a
+            ``.json`` file that is neither one document nor valid JSON Lines, the
+            message names the line of the JSON Lines error when the file looks like
+            JSON Lines (several lines, the first a complete object), else the JSON
+            document error.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -61,16 +66,41 @@ def _parse_jsonl(text: str, path: Path) -> list[dict]:
     return records
 
 
+def _looks_like_jsonl(text: str) -> bool:
+    """Whether ``text`` starts with a line that is a complete JSON object on its own
+    and has more non-blank lines after it (the shape of a JSON Lines file)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if len(lines) < 2:
+        return False
+    try:
+        return isinstance(json.loads(lines[0]), dict)
+    except json.JSONDecodeError:
+        return False
+
+
 def _parse_json(text: str, path: Path) -> list[dict]:
-    """Parse a JSON document holding a list of objects (possibly wrapped in one key)."""
+    """Parse a JSON document holding a list of objects (possibly wrapped in one key);
+    fall back to JSON Lines when the text is not one document but looks like JSON Lines.
+
+    A single object on a single line that holds no list of objects (so it cannot be a
+    wrapper like ``{"data": [...]}``) is a one-record JSON Lines file.
+    """
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as err:
+        if err.msg == "Extra data" or _looks_like_jsonl(text):
+            # several top-level values: JSON Lines in a .json file (errors name the line)
+            return _parse_jsonl(text, path)
         raise ValueError(
             f"{path}: line {err.lineno}, column {err.colno}: invalid JSON: {err.msg}"
         ) from err
     if isinstance(obj, dict):
         list_values = [v for v in obj.values() if isinstance(v, list)]
+        record_lists = [v for v in list_values if all(isinstance(x, dict) for x in v)]
+        if not record_lists and "\n" not in text.strip():
+            # one object on one line: a JSON Lines file holding a single record
+            # (e.g. {"question": ..., "perturbed_answer": ["...", ...]})
+            return [obj]
         if len(list_values) != 1 or len(obj) != 1:
             raise ValueError(
                 f"{path}: expected a JSON list of objects or an object with a single "

@@ -36,8 +36,8 @@ __all__ = ["DataConfig", "TrainConfig", "RunConfig", "load_run_config", "parse_r
 
 @dataclass
 class DataConfig:
-    forget: str | None = checked(None, doc="forget set file (.json/.jsonl/.txt)")
-    retain: str | None = checked(None, doc="retain set file (.json/.jsonl/.txt)")
+    forget: str | list[str] | None = checked(None, doc="forget set file(s) (.json/.jsonl/.txt), concatenated")
+    retain: str | list[str] | None = checked(None, doc="retain set file(s) (.json/.jsonl/.txt), concatenated")
     format: str = checked("qa", check=one_of("qa", "text"), doc="qa: question/answer records; text: corpus")
     forget_format: str | None = checked(None, check=one_of(None, "qa", "text"), doc="override format for forget")
     retain_format: str | None = checked(None, check=one_of(None, "qa", "text"), doc="override format for retain")
@@ -50,6 +50,10 @@ class DataConfig:
 
     def format_of(self, which: str) -> str:
         return getattr(self, f"{which}_format") or self.format
+
+    def files(self, which: str) -> list[str]:
+        value = getattr(self, which)
+        return [] if value is None else [value] if isinstance(value, str) else list(value)
 
 
 @dataclass
@@ -107,6 +111,11 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=1))
     tokenizer: str | None = checked(None, doc="tokenizer path; default: the model's")
+    final_model_dir: str | None = checked(None, doc="where the final model goes; default: <output_dir>/model")
+
+    @property
+    def final_model_path(self) -> Path:
+        return Path(self.final_model_dir) if self.final_model_dir else Path(self.output_dir) / "model"
 
     @property
     def method_name(self) -> str:
@@ -125,9 +134,9 @@ class RunConfig:
         if obj.uses_retain and not self.data.retain:
             raise ConfigError(f"method {self.method_name!r} needs data.retain (a retain set file)")
         for which in ("forget", "retain"):
-            path = getattr(self.data, which)
-            if path is not None and not Path(path).exists():
-                raise ConfigError(f"data.{which}: file not found: {path}")
+            for path in self.data.files(which):
+                if not Path(path).exists():
+                    raise ConfigError(f"data.{which}: file not found: {path}")
 
     def resolved(self) -> dict[str, Any]:
         """The full config with every default filled in, as written beside the outputs."""

@@ -67,8 +67,9 @@ def seed_everything(seed: int) -> None:
 
 def build_dataset(cfg: RunConfig, which: str, tokenizer, objective: Objective):
     """The forget or retain dataset of a run, tokenised (IdK answers substituted if needed)."""
-    path = getattr(cfg.data, which)
-    records = load_records(path)
+    paths = cfg.data.files(which)
+    path = ", ".join(paths)
+    records = [rec for p in paths for rec in load_records(p)]
     if not records:
         raise ValueError(f"data.{which}: {path} holds no examples")
     if cfg.data.format_of(which) == "text":
@@ -127,8 +128,8 @@ def run(cfg: RunConfig, ctx: DistContext | None = None) -> RunResult:
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         # a stale final model from an earlier run must not survive a failed rerun
-        if (out / MODEL_DIR).exists():
-            shutil.rmtree(out / MODEL_DIR)
+        if cfg.final_model_path.exists():
+            shutil.rmtree(cfg.final_model_path)
         (out / "run_config.yaml").write_text(yaml.safe_dump(cfg.resolved(), sort_keys=False))
     ctx.barrier()
 
@@ -241,7 +242,7 @@ def run(cfg: RunConfig, ctx: DistContext | None = None) -> RunResult:
             log_file.close()
 
     wall = time.perf_counter() - t_start
-    model_dir = backend.save_model(out / MODEL_DIR, tokenizer,
+    model_dir = backend.save_model(cfg.final_model_path, tokenizer,
                                    {"run_config.yaml": yaml.safe_dump(cfg.resolved(), sort_keys=False)})
     if ctx.is_main:
         summary = {"steps": total, "resumed_from": start_step, "world_size": W, "backend": backend.name,

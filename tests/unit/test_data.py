@@ -81,6 +81,41 @@ def test_json_object_with_several_keys_rejected(tmp_path):
         load_records(path)
 
 
+def test_json_lines_in_json_file(tmp_path):
+    """The TOFU files on the hub are JSON Lines with a .json extension."""
+    records = [{"question": "q1", "answer": "a1", "perturbed_answer": ["x", "y"]},
+               {"question": "q2", "answer": "a2"}]
+    path = tmp_path / "forget01.json"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records) + "\n")
+    assert load_records(path) == records
+    assert load_records(write_jsonl(tmp_path / "w.json", records)) == records
+    # a single JSON Lines record (even one holding a list of strings) is one record
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps(records[0]) + "\n")
+    assert load_records(one) == [records[0]]
+
+
+def test_json_lines_in_json_file_bad_line_names_file_and_line(tmp_path):
+    path = tmp_path / "retain90.json"
+    path.write_text('{"question": "q1"}\n{"question": "q2"}\n{"question": }\n')
+    with pytest.raises(ValueError, match=r"retain90\.json: line 3: invalid JSON"):
+        load_records(path)
+    path.write_text('{"question": "q1"}\n\n[1, 2]\n')
+    with pytest.raises(ValueError, match=r"retain90\.json: line 3: expected a JSON object"):
+        load_records(path)
+
+
+def test_json_wrapper_and_pretty_object_still_rejected(tmp_path):
+    path = tmp_path / "pretty.json"
+    path.write_text(json.dumps({"question": "q", "answer": "a"}, indent=2))
+    with pytest.raises(ValueError, match="pretty.json"):
+        load_records(path)
+    wrapped = tmp_path / "wrapped.json"
+    wrapped.write_text(json.dumps({"data": [{"a": 1}], "meta": [{"b": 2}]}))
+    with pytest.raises(ValueError, match="wrapped.json"):
+        load_records(wrapped)
+
+
 def test_txt_is_one_record(tmp_path):
     (tmp_path / "doc.txt").write_text("line one\nline two\n")
     assert load_records(tmp_path / "doc.txt") == [{"text": "line one\nline two\n"}]

@@ -97,3 +97,79 @@ def test_save_load_identical_logits(tmp_path, tokenizer):
     ids = torch.tensor([tokenizer(TEXTS[0])["input_ids"]])
     with torch.no_grad():
         assert torch.equal(model(ids).logits, loaded.eval()(ids).logits)
+
+
+# --------------------------------------------------------------------------- embedded base model
+
+
+@pytest.fixture(scope="module")
+def embedded_bench(tmp_path_factory):
+    from blur_core.data.embedded import write_embedded_tofu
+
+    out = tmp_path_factory.mktemp("bench")
+    write_embedded_tofu(out, n_people=30, questions_per_person=5, seed=2)
+    return out
+
+
+def test_prepare_embedded_model_vocab_covers_benchmark(tmp_path, embedded_bench):
+    from blur_core.data import IDK_ANSWERS, QADataset, QAFormat, load_records
+    from blur_core.tiny import benchmark_texts, prepare_embedded_model
+
+    out = prepare_embedded_model(embedded_bench, tmp_path / "base", hidden_size=32, num_layers=1, num_heads=2,
+                                 intermediate_size=64, seed=3)
+    tok = AutoTokenizer.from_pretrained(out)
+    texts = benchmark_texts(embedded_bench)
+    # every file contributes: questions, answers, paraphrases, perturbed answers, pretrain QA
+    assert "What colour is grass?" in texts and "green" in texts
+    perturbed = load_records(embedded_bench / "forget10_perturbed.json")[0]
+    assert perturbed["paraphrased_answer"] in texts and perturbed["perturbed_answer"][2] in texts
+    prompt = QAFormat().prompt_template.format(question=perturbed["question"])
+    for text in [*texts, *IDK_ANSWERS, prompt]:
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        assert tok.unk_token_id not in ids, text
+    model = AutoModelForCausalLM.from_pretrained(out)
+    cfg = model.config
+    assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.intermediate_size) == (32, 1, 2, 64)
+    assert cfg.vocab_size == len(tok) < 700
+    # the QA pipeline encodes the benchmark without truncation at the usual max_length
+    ds = QADataset(load_records(embedded_bench / "full.json"), tok, max_length=64)
+    assert max(len(ds[i]["input_ids"]) for i in range(len(ds))) < 40
+
+
+def test_prepare_embedded_model_deterministic_defaults(tmp_path, embedded_bench):
+    from blur_core.tiny import prepare_embedded_model
+
+    a = prepare_embedded_model(embedded_bench, tmp_path / "a")
+    b = prepare_embedded_model(embedded_bench, tmp_path / "b")
+    assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())
+    for p in a.iterdir():
+        assert p.read_bytes() == (b / p.name).read_bytes(), p.name
+    model = AutoModelForCausalLM.from_pretrained(a)
+    cfg = model.config
+    # DESIGN 7: 4 layers at hidden 128 memorised 500 QA; 2 layers did not converge
+    assert (cfg.hidden_size, cfg.num_hidden_layers) == (128, 4)
+    assert 0.8e6 < sum(p.numel() for p in model.parameters()) < 1.6e6
+    c = prepare_embedded_model(embedded_bench, tmp_path / "c", seed=1)
+    assert (c / "tokenizer.json").read_bytes() == (a / "tokenizer.json").read_bytes()
+    assert (c / "model.safetensors").read_bytes() != (a / "model.safetensors").read_bytes()
+
+
+def test_prepare_embedded_model_errors(tmp_path):
+    from blur_core.tiny import prepare_embedded_model
+
+    with pytest.raises(FileNotFoundError, match="not found"):
+        prepare_embedded_model(tmp_path / "missing", tmp_path / "out")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no .json"):
+        prepare_embedded_model(tmp_path / "empty", tmp_path / "out")
+
+
+def test_cli_prepare_model(tmp_path, embedded_bench):
+    from blur_core.cli import main
+
+    out = tmp_path / "m"
+    assert main(["prepare-model", "--embedded-bench", str(embedded_bench), "--out", str(out),
+                 "--hidden-size", "32", "--layers", "2", "--heads", "2", "--intermediate-size", "64",
+                 "--seed", "1"]) == 0
+    cfg = AutoModelForCausalLM.from_pretrained(out).config
+    assert (cfg.hidden_size, cfg.num_hidden_layers) == (32, 2)

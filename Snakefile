@@ -1,0 +1,39 @@
+# blur-pipeline: data -> base/target/retain models -> unlearn sweep -> convert -> evaluate -> report.
+# Run:  snakemake            (local, uses profiles/default -> workflow/profiles/default)
+#       snakemake --profile slurm   (cluster)
+# The experiment is config.yaml; its schema is workflow/schemas/config.schema.yaml.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+
+
+wildcard_constraints:
+    bench=r"[^/]+",
+    model=r"[^/]+",
+    entry=r"[^/]+",
+    tag=r"[^/]+",
+    kind=r"target|retain",
+    unit=r"finetune/(target|retain)|runs/[^/]+/[^/]+",
+
+
+include: "workflow/rules/data.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/unlearn.smk"
+include: "workflow/rules/convert.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        f"{R}/report/summary.csv",
+        f"{R}/report/summary.md",
+        f"{R}/report/tradeoff.png",
+    default_target: True

@@ -1,0 +1,109 @@
+"""The Snakemake pipeline end to end on the embedded default (CI-sized), rerun scope,
+lint, and configuration errors caught before any job starts."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import time
+
+import pytest
+import yaml
+
+from tests.pipeline.conftest import CI_CONFIG, N_RUNS, REPO, planned_jobs, run_snakemake, write_config
+
+
+def _edit(workdir, mutate):
+    cfg = yaml.safe_load((workdir / "config.yaml").read_text())
+    mutate(cfg)
+    write_config(workdir, cfg)
+
+
+def test_end_to_end_summary(pipeline_dir):
+    rows = list(csv.DictReader(open(pipeline_dir / "results/report/summary.csv")))
+    assert len(rows) == 2 + N_RUNS
+    assert [r["role"] for r in rows[:2]] == ["target", "retain"]
+    for col in ("benchmark", "model", "entry", "method", "hparams", "seed", "forget_quality", "model_utility",
+                "forget_probability", "forget_rouge", "retain_probability", "train_wall_s"):
+        assert col in rows[0], col
+    runs = {(r["entry"], r["hparams"]) for r in rows[2:]}
+    assert runs == {("blur_npo", "gamma=0.1"), ("blur_npo", "gamma=0.3"), ("graddiff", "retain_weight=1")}
+    retain = rows[1]
+    assert float(retain["forget_quality"]) == pytest.approx(1.0)
+    for r in rows:
+        assert 0.0 <= float(r["model_utility"]) <= 1.0
+        assert 0.0 <= float(r["forget_quality"]) <= 1.0
+    # unlearning lowered the probability of the forget answers relative to the target
+    target_p = float(rows[0]["forget_probability"])
+    assert all(float(r["forget_probability"]) < target_p for r in rows[2:])
+    png = pipeline_dir / "results/report/tradeoff.png"
+    assert png.stat().st_size > 10_000
+    # raw final weights are temp(): removed once converted
+    assert not list((pipeline_dir / "results").rglob("final"))
+    assert len(list((pipeline_dir / "results").rglob("runs/*/*/model/model.safetensors"))) == N_RUNS
+
+
+def test_second_run_does_nothing(pipeline_copy):
+    t0 = time.perf_counter()
+    proc = run_snakemake(pipeline_copy)
+    elapsed = time.perf_counter() - t0
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+    assert elapsed < 30, f"no-op rerun took {elapsed:.1f}s"
+
+
+def test_evaluation_setting_reruns_evaluate_and_report_only(pipeline_copy):
+    _edit(pipeline_copy, lambda c: c["evaluate"].update(max_new_tokens=6))
+    jobs = planned_jobs(run_snakemake(pipeline_copy, "-n"))
+    assert jobs == {"evaluate": 2 + N_RUNS, "report": 1, "all": 1}
+
+
+def test_one_gamma_reruns_only_that_chain(pipeline_copy):
+    _edit(pipeline_copy, lambda c: c["methods"]["blur_npo"]["grid"].update(gamma=[0.1, 0.5]))
+    jobs = planned_jobs(run_snakemake(pipeline_copy, "-n"))
+    assert jobs == {"unlearn": 1, "convert": 1, "evaluate": 1, "report": 1, "all": 1}
+
+
+def test_finetune_epochs_rerun_everything_downstream(pipeline_copy):
+    _edit(pipeline_copy, lambda c: c["finetune"].update(epochs=21))
+    jobs = planned_jobs(run_snakemake(pipeline_copy, "-n"))
+    assert jobs == {"finetune": 2, "unlearn": N_RUNS, "convert": N_RUNS, "evaluate": 2 + N_RUNS,
+                    "report": 1, "all": 1}
+
+
+def test_unrelated_file_reruns_nothing(pipeline_copy):
+    (pipeline_copy / "notes.txt").write_text("unrelated")
+    (REPO / "README.md").stat()  # the repo's own files are not inputs either
+    assert planned_jobs(run_snakemake(pipeline_copy, "-n")) == {}
+
+
+def test_lint_is_clean(tmp_path):
+    write_config(tmp_path, copy.deepcopy(CI_CONFIG))
+    proc = run_snakemake(tmp_path, "--lint")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "Lints for" not in out, out[-3000:]
+
+
+@pytest.mark.parametrize(
+    "mutate, expected",
+    [
+        (lambda c: c["finetune"].update(epocs=3), ["epocs", "config.yaml"]),
+        (lambda c: c["unlearn"].update(seeds="zero"), ["seeds", "config.yaml"]),
+        (lambda c: c["methods"].update(bad={"method": "blurr"}), ["blurr", "config.yaml"]),
+        (lambda c: c["methods"]["blur_npo"]["fixed"].update(gama=0.1), ["gama", "methods.blur_npo", "config.yaml"]),
+        (lambda c: c["benchmarks"].update(real={"kind": "tofu", "source": "./no/such/dir"}),
+         ["benchmarks.real.source", "./no/such/dir", "config.yaml"]),
+    ],
+    ids=["misspelled-key", "wrong-type", "unknown-method", "unknown-hparam", "missing-data-path"],
+)
+def test_bad_config_fails_before_any_job(tmp_path, mutate, expected):
+    cfg = copy.deepcopy(CI_CONFIG)
+    mutate(cfg)
+    write_config(tmp_path, cfg)
+    proc = run_snakemake(tmp_path, "-n")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    for text in expected:
+        assert text in out, f"{text!r} not in:\n{out[-3000:]}"
+    assert not (tmp_path / "results").exists()

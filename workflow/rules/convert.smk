@@ -1,0 +1,15 @@
+# The final weights of a run (an HF dir, or a ZeRO checkpoint under DeepSpeed) ->
+# one consolidated HF model dir (model.safetensors, config, tokenizer, run config).
+
+
+rule convert:
+    input:
+        f"{R}/{{bench}}/{{model}}/runs/{{entry}}/{{tag}}/final",
+    output:
+        directory(f"{R}/{{bench}}/{{model}}/runs/{{entry}}/{{tag}}/model"),
+    log:
+        f"{R}/logs/convert/{{bench}}/{{model}}/{{entry}}/{{tag}}.log",
+    conda:
+        "../../envs/blur.yaml"
+    shell:
+        "python -m blur_core convert {input} {output} > {log} 2>&1"

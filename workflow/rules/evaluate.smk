@@ -1,0 +1,25 @@
+# TOFU-style evaluation of one model (target, retain, or an unlearning run): probability,
+# ROUGE-L recall and truth ratio on forget/retain/utility sets, model utility, and forget
+# quality (KS test against the retain model's truth ratios). JSON with per-example values.
+
+
+rule evaluate:
+    input:
+        model=eval_model_input,
+        data=f"{R}/data/{{bench}}",
+        retain=retain_eval_input,
+    output:
+        f"{R}/{{bench}}/{{model}}/{{unit}}/eval.json",
+    params:
+        args=eval_params,
+        retain=retain_eval_arg,
+    threads: 1
+    log:
+        f"{R}/logs/evaluate/{{bench}}/{{model}}/{{unit}}.log",
+    benchmark:
+        f"{R}/benchmarks/evaluate/{{bench}}/{{model}}/{{unit}}.tsv"
+    conda:
+        "../../envs/blur.yaml"
+    shell:
+        "python -m blur_core evaluate --model {input.model} --benchmark-dir {input.data} "
+        "{params.args} {params.retain} --out {output} > {log} 2>&1"
