@@ -188,15 +188,21 @@ def _model_dtype(model):
     return config["models"][model].get("dtype", "float32")
 
 
-def finetune_config(wildcards, input, output):
+# The run configs below are built from wildcards and config only (never from the `input` /
+# `output` arguments): Snakemake treats params derived from input/output as paths and
+# leaves them out of its params rerun trigger, so a changed setting would not rerun the job.
+
+def finetune_config(wildcards):
     ft = config["finetune"]
     forget, retain = _split_files(wildcards.bench)
     main = "full.json" if wildcards.kind == "target" else f"{retain}.json"
-    files = [f"{input.data}/{name}" for name in [main, *_extra_finetune_files(wildcards.bench)]]
+    data = data_dir(wildcards.bench)
+    files = [f"{data}/{name}" for name in [main, *_extra_finetune_files(wildcards.bench)]]
+    out = finetuned_dir(wildcards.bench, wildcards.model, wildcards.kind)
     cfg = {
-        "model": input.base,
-        "output_dir": finetuned_dir(wildcards.bench, wildcards.model, wildcards.kind),
-        "final_model_dir": output.model,
+        "model": base_model_dir(wildcards.bench, wildcards.model),
+        "output_dir": out,
+        "final_model_dir": f"{out}/model",
         "method": {"name": "sft"},
         "data": {"retain": files, "max_length": ft["max_length"]},
         "train": {"epochs": ft["epochs"], "micro_batch_size": ft["micro_batch_size"],
@@ -214,7 +220,7 @@ def run_of(wildcards):
     return RUNS[key]
 
 
-def unlearn_config(wildcards, input, output):
+def unlearn_config(wildcards):
     run = run_of(wildcards)
     un = config["unlearn"]
     forget, retain = _split_files(run.bench)
@@ -222,12 +228,13 @@ def unlearn_config(wildcards, input, output):
     train.update(seed=run.seed, dtype=_model_dtype(run.model), progress=False)
     if un["backend"] != "local":
         train.update(backend=un["backend"], deepspeed_config=un["deepspeed_config"])
+    data = data_dir(run.bench)
     cfg = {
-        "model": input.target,
+        "model": f"{finetuned_dir(run.bench, run.model, 'target')}/model",
         "output_dir": run.dir,
-        "final_model_dir": output.final,
+        "final_model_dir": f"{run.dir}/final",
         "method": {"name": run.method, **dict(run.hparams)},
-        "data": {"forget": f"{input.data}/{forget}.json", "retain": f"{input.data}/{retain}.json",
+        "data": {"forget": f"{data}/{forget}.json", "retain": f"{data}/{retain}.json",
                  "max_length": un["max_length"]},
         "train": train,
     }
