@@ -62,11 +62,6 @@ SHIPPED_CONFIGS = ("zero2", "zero3", "zero3_offload")
 CKPT_TAG = "ds"
 HF_ASSETS = "hf"  # sub-directory of a training checkpoint with config.json, tokenizer, run config
 
-# Set by tests only: inject a known bug so that the exactness tests can show they detect it.
-#   "no_all_reduce": combine the local shard sums without summing them over ranks
-#   "accumulate_captures": do not clear DeepSpeed's gradient buffers between captures, so
-#                          the retain backward adds onto the captured forget gradient
-_TEST_INJECT_BUG: str | None = None
 
 
 # ---------------------------------------------------------------------------------------
@@ -335,14 +330,13 @@ class ZeroBackend:
             split.append(numels)
         if self._split is None:
             self._split = split
-        if _TEST_INJECT_BUG != "accumulate_captures":
-            self._clear_deepspeed_grads()
+        self._clear_deepspeed_grads()
 
     def gradients(self) -> tuple[list[torch.Tensor], list[torch.Tensor], Callable | None]:
         """(F, R, all_reduce): this rank's fp32 shards (already averaged over ranks by
         DeepSpeed's reduce-scatter) and a SUM over the data-parallel group for the sums."""
         bufs = self._buffers()
-        if self.ctx.world_size == 1 or _TEST_INJECT_BUG == "no_all_reduce":
+        if self.ctx.world_size == 1:
             return bufs["forget"], bufs["retain"], None
         group = self._dp_group
 

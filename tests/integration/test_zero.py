@@ -18,6 +18,7 @@ single-process LocalBackend runs made in the pytest process:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -55,7 +56,11 @@ BUGS = {
     "bug-accumulate-captures": (BLUR_NPO, "zero3", dict(SGD, micro_batch_size=2, grad_accum=2),
                                 "accumulate_captures"),
 }
-ADAMW = dict(optimizer="adamw", lr=1e-3, max_steps=5, max_grad_norm=1.0, micro_batch_size=2, grad_accum=2)
+# adam_eps 1e-6 (not 1e-8): Adam divides by sqrt(v) + eps, so coordinates whose gradient is
+# ~1e-9 (pure fp32 reduction-order noise, different between 1 and 2 ranks) would otherwise get
+# updates of ~lr/10 that differ by ~1e-5 between two correct runs.
+ADAMW = dict(optimizer="adamw", lr=1e-3, max_steps=5, max_grad_norm=1.0, micro_batch_size=2, grad_accum=2,
+             adam_eps=1e-6)
 OTHER = {
     "zero3-adamw-5": (BLUR_NPO, "zero3", ADAMW, None),
     "zero2-graddiff": (GRADDIFF, "zero2", dict(SGD, micro_batch_size=2, grad_accum=2), None),
@@ -68,10 +73,42 @@ RESUME_TRAIN = dict(optimizer="adamw", lr=1e-3, max_steps=4, save_every=2, keep_
 # ---------------------------------------------------------------------------------------
 # the torchrun worker (this file as a script)
 # ---------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _injected_bug(bug: str | None):
+    """Patch ZeroBackend (in this worker process only) with a known bug:
+    "no_all_reduce": combine the local shard sums without summing them over ranks;
+    "accumulate_captures": keep DeepSpeed's gradient buffers between captures, so the
+    retain backward adds onto the captured forget gradient."""
+    from blur_core.train.zero import ZeroBackend
+
+    originals = {"gradients": ZeroBackend.gradients, "end": ZeroBackend.end}
+
+    def gradients_without_all_reduce(self):
+        forget, retain, _ = originals["gradients"](self)
+        return forget, retain, None
+
+    def end_without_clearing(self, which):
+        self._clear_deepspeed_grads = lambda: None  # instance attribute shadows the method
+        try:
+            originals["end"](self, which)
+        finally:
+            del self._clear_deepspeed_grads
+
+    if bug == "no_all_reduce":
+        ZeroBackend.gradients = gradients_without_all_reduce
+    elif bug == "accumulate_captures":
+        ZeroBackend.end = end_without_clearing
+    elif bug is not None:
+        raise ValueError(f"unknown bug {bug!r}")
+    try:
+        yield
+    finally:
+        ZeroBackend.gradients, ZeroBackend.end = originals["gradients"], originals["end"]
+
+
 def _worker(plan_path: str) -> None:
     import torch.distributed as dist
 
-    from blur_core.train import zero
     from blur_core.train.config import parse_run_config
     from blur_core.train.dist import init_distributed
     from blur_core.train.loop import run
@@ -81,11 +118,8 @@ def _worker(plan_path: str) -> None:
     for item in plan:
         kind = item["kind"]
         if kind == "run":
-            zero._TEST_INJECT_BUG = item.get("bug")
-            try:
+            with _injected_bug(item.get("bug")):
                 run(parse_run_config(item["config"]), ctx)
-            finally:
-                zero._TEST_INJECT_BUG = None
         elif kind == "copy":
             if ctx.is_main:
                 shutil.copytree(item["src"], item["dst"])
