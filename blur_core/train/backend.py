@@ -4,7 +4,8 @@ The training loop talks to a backend only through this interface, so a DeepSpeed
 backend (sharded gradients, engine-owned optimizer) can replace ``LocalBackend`` without
 touching the loop:
 
-    backend.begin("forget"); backend.backward(loss_f); backend.end("forget")   # per micro-batch
+    backend.begin("forget"); backend.backward(loss_f); backend.end("forget")   # per micro-batch,
+    #   after the forward: begin/end only bracket the backward
     backend.begin("retain"); backend.backward(loss_r); backend.end("retain")
     F, R, all_reduce = backend.gradients()     # at the accumulation boundary
     d, stats = blur_direction(F, R, ..., all_reduce=all_reduce, inplace=True)

@@ -187,18 +187,10 @@ def run(cfg: RunConfig, ctx: DistContext | None = None) -> RunResult:
             r_batches = micro_batches(retain_ds, step) if objective.uses_retain else [None] * K
             for fb, rb in zip(f_batches, r_batches):
                 if fb is not None:
-                    backend.begin("forget")
-                    lf = step_losses.forget_loss(model, fb, loss_ctx) / K
-                    backend.backward(lf)
-                    backend.end("forget")
-                    loss_f += lf.detach().double()
+                    loss_f += _micro_step(backend, "forget", step_losses.forget_loss(model, fb, loss_ctx) / K)
                     n_tok += fb["attention_mask"].sum()
                 if rb is not None:
-                    backend.begin("retain")
-                    lr_ = step_losses.retain_loss(model, rb, loss_ctx) / K
-                    backend.backward(lr_)
-                    backend.end("retain")
-                    loss_r += lr_.detach().double()
+                    loss_r += _micro_step(backend, "retain", step_losses.retain_loss(model, rb, loss_ctx) / K)
                     n_tok += rb["attention_mask"].sum()
             # the logged losses are the global-batch means
             loss_f, loss_r = ctx.all_reduce_mean_(loss_f), ctx.all_reduce_mean_(loss_r)
@@ -253,6 +245,14 @@ def run(cfg: RunConfig, ctx: DistContext | None = None) -> RunResult:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     ctx.barrier()
     return RunResult(out, model_dir, total, last)
+
+
+def _micro_step(backend, which: str, loss: torch.Tensor) -> torch.Tensor:
+    """Backward one micro-batch loss into gradient buffer ``which``; its detached value (fp64)."""
+    backend.begin(which)
+    backend.backward(loss)
+    backend.end(which)
+    return loss.detach().double()
 
 
 def _truncate_log(path: Path, keep_steps: int) -> None:
