@@ -17,7 +17,7 @@ import torch
 
 from blur_core.train.dist import DistContext
 
-__all__ = ["latest_checkpoint", "save_checkpoint", "load_checkpoint"]
+__all__ = ["latest_checkpoint", "discard_checkpoints", "save_checkpoint", "load_checkpoint"]
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -26,13 +26,32 @@ def _ckpt_root(output_dir: Path) -> Path:
     return Path(output_dir) / "checkpoints"
 
 
-def latest_checkpoint(output_dir: str | Path) -> Path | None:
+FINGERPRINT = "fingerprint.txt"
+
+
+def latest_checkpoint(output_dir: str | Path, fingerprint: str | None = None) -> Path | None:
+    """The newest complete checkpoint; with ``fingerprint``, only one written by a run with
+    the same fingerprint (same settings, data and starting model)."""
     root = _ckpt_root(Path(output_dir))
     if not root.is_dir():
         return None
     steps = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name))
-             and (p / "state.pt").exists()]
+             and (p / "state.pt").exists()
+             and (fingerprint is None or _read(p / FINGERPRINT) == fingerprint)]
     return max(steps)[1] if steps else None
+
+
+def discard_checkpoints(output_dir: str | Path) -> list[Path]:
+    """Remove every checkpoint of ``output_dir`` (stale: written for other settings)."""
+    root = _ckpt_root(Path(output_dir))
+    gone = sorted(p for p in root.iterdir() if _STEP_DIR.match(p.name.removesuffix(".tmp"))) if root.is_dir() else []
+    for p in gone:
+        shutil.rmtree(p)
+    return gone
+
+
+def _read(path: Path) -> str | None:
+    return path.read_text().strip() if path.exists() else None
 
 
 def _rng_state() -> dict:
@@ -48,7 +67,8 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(output_dir: str | Path, step: int, meta: dict, backend, ctx: DistContext, keep: int) -> Path:
+def save_checkpoint(output_dir: str | Path, step: int, meta: dict, backend, ctx: DistContext, keep: int,
+                    fingerprint: str = "") -> Path:
     """Checkpoint after ``step`` steps: the backend's model/optimizer state (collective),
     each rank's RNG, and ``meta`` (rank 0). ``state.pt`` is written last and the directory
     renamed into place, so only complete checkpoints are ever found."""
@@ -64,6 +84,7 @@ def save_checkpoint(output_dir: str | Path, step: int, meta: dict, backend, ctx:
     torch.save(_rng_state(), tmp / f"rng-rank{ctx.rank}.pt")
     ctx.barrier()
     if ctx.is_main:
+        (tmp / FINGERPRINT).write_text(fingerprint + "\n")
         torch.save({"step": step, "world_size": ctx.world_size, "backend": backend.name, **meta},
                    tmp / "state.pt")
         if final.exists():

@@ -16,10 +16,12 @@ final HF model dir, only written when training finished cleanly) and ``summary.j
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +37,7 @@ from blur_core.methods import Objective
 from blur_core.models import load_tokenizer
 from blur_core.train import step as step_losses
 from blur_core.train.backend import build_backend, select_trainable as _select_trainable  # noqa: F401
-from blur_core.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from blur_core.train.checkpoint import discard_checkpoints, latest_checkpoint, load_checkpoint, save_checkpoint
 from blur_core.train.config import RunConfig
 from blur_core.train.dist import DistContext, init_distributed
 from blur_core.train.sampler import rank_micro_batches, step_indices
@@ -159,7 +161,15 @@ def run(cfg: RunConfig, ctx: DistContext | None = None) -> RunResult:
                 for chunk in rank_micro_batches(idx, ctx.rank, W, K)]
 
     start_step, ref_logprobs = 0, None
-    ckpt = latest_checkpoint(out) if tcfg.resume == "auto" else None
+    fingerprint = run_fingerprint(cfg)
+    ckpt = latest_checkpoint(out, fingerprint) if tcfg.resume == "auto" else None
+    if ckpt is None and ctx.is_main:
+        # checkpoints of other settings, data or starting model must never be resumed from
+        stale = discard_checkpoints(out)
+        if stale:
+            print(f"discarded {len(stale)} checkpoint(s) in {out / 'checkpoints'} written for other "
+                  f"settings, data or starting model", file=sys.stderr)
+    ctx.barrier()
     if ckpt is not None:
         state = load_checkpoint(ckpt, backend, ctx)
         start_step, ref_logprobs = state["step"], state.get("ref_logprobs")
@@ -227,7 +237,7 @@ def run(cfg: RunConfig, ctx: DistContext | None = None) -> RunResult:
             done = step + 1
             if tcfg.save_every and done % tcfg.save_every == 0 and done < total:
                 save_checkpoint(out, done, {"ref_logprobs": None if ref_logprobs is None else ref_logprobs.cpu()},
-                                backend, ctx, tcfg.keep_checkpoints)
+                                backend, ctx, tcfg.keep_checkpoints, fingerprint)
     finally:
         progress.close()
         if log_file is not None:
@@ -245,6 +255,29 @@ def run(cfg: RunConfig, ctx: DistContext | None = None) -> RunResult:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     ctx.barrier()
     return RunResult(out, model_dir, total, last)
+
+
+_BOOKKEEPING = ("save_every", "keep_checkpoints", "resume", "progress")
+
+
+def run_fingerprint(cfg: RunConfig) -> str:
+    """What a checkpoint must match to be resumed: the resolved settings (less bookkeeping
+    and output paths) and the identity (name, size, mtime) of the starting model's and the
+    data's files. A changed setting or a retrained input model starts the run afresh."""
+    resolved = cfg.resolved()
+    for key in ("output_dir", "final_model_dir"):
+        resolved.pop(key, None)
+    for key in _BOOKKEEPING:
+        resolved["train"].pop(key, None)
+    digest = hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode())
+    paths = [Path(cfg.model), *(Path(p) for w in ("forget", "retain") for p in cfg.data.files(w))]
+    for path in paths:
+        files = sorted(f for f in path.iterdir() if f.is_file()) if path.is_dir() else [path]
+        for f in files:
+            if f.exists():
+                st = f.stat()
+                digest.update(f"{f}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def _micro_step(backend, which: str, loss: torch.Tensor) -> torch.Tensor:

@@ -151,3 +151,35 @@ def test_bad_inputs_name_the_problem(target_model, embedded, tmp_path):
     with pytest.raises(ValueError, match="rmu_layer = 9"):
         run(parse_run_config(run_config(target_model, tmp_path / "rmu", {"name": "rmu", "rmu_layer": 9},
                                         embedded)))
+
+
+def test_checkpoints_of_other_settings_are_not_resumed(target_model, embedded, tmp_path, monkeypatch):
+    """A rerun with a changed setting starts afresh instead of resuming a stale checkpoint."""
+    import json
+
+    method = {"name": "blur", "forget_loss": "npo", "retain_loss": "nll", "gamma": 0.2}
+    train = dict(max_steps=4, optimizer="adamw", lr=1e-3, save_every=2)
+    calls = {"n": 0}
+    real_step = backend_mod.LocalBackend.step
+
+    def crash_on_third(self, lr):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("simulated preemption")
+        real_step(self, lr)
+
+    monkeypatch.setattr(backend_mod.LocalBackend, "step", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        run(parse_run_config(run_config(target_model, tmp_path, method, embedded, **train)))
+    assert (tmp_path / "checkpoints" / "step-000002").is_dir()
+    monkeypatch.setattr(backend_mod.LocalBackend, "step", real_step)
+
+    changed = {**method, "gamma": 0.3}
+    run(parse_run_config(run_config(target_model, tmp_path, changed, embedded, **train)))
+    assert json.loads((tmp_path / "summary.json").read_text())["resumed_from"] == 0
+    assert [r["step"] for r in read_log(tmp_path)] == [1, 2, 3, 4]
+    # bookkeeping settings (how often to save) do not invalidate a checkpoint
+    fresh = run_config(target_model, tmp_path, changed, embedded, **{**train, "save_every": 3})
+    from blur_core.train.loop import run_fingerprint
+    assert run_fingerprint(parse_run_config(fresh)) == run_fingerprint(
+        parse_run_config(run_config(target_model, tmp_path, changed, embedded, **train)))
