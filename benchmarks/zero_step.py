@@ -6,7 +6,10 @@ Both methods use the same model, data, losses (forget: -NLL, retain: NLL), batch
 backend; they differ only in the combiner (BLUR direction vs weighted sum), so the ratio
 of step times is the cost of BLUR's projection and the memory difference its extra
 buffers. Each (stage, method) runs in a fresh torchrun launch (peak RSS is per process).
-The first 2 steps are warm-up and excluded; the table reports the median step time.
+The first 2 steps of every launch are warm-up and excluded; the table reports the median
+step time. ``--rounds N`` repeats every launch N times, alternating the method order, so
+that a shared machine's load hits both methods alike. ``--out`` writes the table as markdown
+(default benchmarks/results/zero_step.md).
 
 Targets (issue 3): BLUR/GradDiff step time <= 1.05; BLUR's extra peak memory per rank
 <= 2 fp32 gradient shards. Note that our ZeroBackend keeps the forget and retain shards in
@@ -86,8 +89,12 @@ def main() -> int:
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--micro-batch", type=int, default=4)
     ap.add_argument("--grad-accum", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="repeat every (stage, method) launch this often, method order alternating (shared machines)")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--workdir", help="keep runs here (default: a temp dir)")
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "zero_step.md"),
+                    help="also write the table here (markdown); '' to skip")
     ap.add_argument("--worker", nargs=2, metavar=("CFG", "RESULT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -106,41 +113,67 @@ def main() -> int:
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "HF_HUB_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false"}
     results: dict[tuple[str, str], dict] = {}
-    for stage in STAGES:
-        for label, method in METHODS.items():
-            out = work / f"{stage}-{label}"
-            cfg = {"model": str(paths["base_model"]), "output_dir": str(out), "method": method,
-                   "data": {"forget": str(paths["forget"]), "retain": str(paths["retain"]), "max_length": 64},
-                   "train": {"max_steps": args.steps, "micro_batch_size": args.micro_batch,
-                             "grad_accum": args.grad_accum, "optimizer": "adamw", "lr": 1e-4,
-                             "dtype": args.dtype, "progress": False, "resume": "never",
-                             "backend": "deepspeed", "deepspeed_config": stage}}
-            cfg_path, res_path = work / f"{stage}-{label}.yaml", work / f"{stage}-{label}.json"
-            cfg_path.write_text(yaml.safe_dump(cfg))
-            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
-                   str(Path(__file__).resolve()), "--worker", str(cfg_path), str(res_path)]
-            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=str(REPO))
-            if proc.returncode != 0:
-                sys.stderr.write(proc.stdout[-2000:] + proc.stderr[-6000:])
-                return 1
-            results[stage, label] = json.loads(res_path.read_text())
-            print(f"done: {stage} {label}", file=sys.stderr)
+    load0 = os.getloadavg()[0]
+    for rnd in range(args.rounds):
+        for stage in STAGES:
+            labels = list(METHODS) if rnd % 2 == 0 else list(METHODS)[::-1]
+            for label in labels:
+                method = METHODS[label]
+                out = work / f"{stage}-{label}-{rnd}"
+                cfg = {"model": str(paths["base_model"]), "output_dir": str(out), "method": method,
+                       "data": {"forget": str(paths["forget"]), "retain": str(paths["retain"]), "max_length": 64},
+                       "train": {"max_steps": args.steps, "micro_batch_size": args.micro_batch,
+                                 "grad_accum": args.grad_accum, "optimizer": "adamw", "lr": 1e-4,
+                                 "dtype": args.dtype, "progress": False, "resume": "never",
+                                 "backend": "deepspeed", "deepspeed_config": stage}}
+                cfg_path, res_path = work / f"{stage}-{label}-{rnd}.yaml", work / f"{stage}-{label}-{rnd}.json"
+                cfg_path.write_text(yaml.safe_dump(cfg))
+                cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
+                       str(Path(__file__).resolve()), "--worker", str(cfg_path), str(res_path)]
+                proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=str(REPO))
+                if proc.returncode != 0:
+                    sys.stderr.write(proc.stdout[-2000:] + proc.stderr[-6000:])
+                    return 1
+                res = json.loads(res_path.read_text())
+                res["step_times"] = res["step_times"][2:]  # warm-up excluded per launch
+                if (stage, label) in results:
+                    prev = results[stage, label]
+                    prev["step_times"] += res["step_times"]
+                    prev["peak_mb"] = [max(a, b) for a, b in zip(prev["peak_mb"], res["peak_mb"])]
+                else:
+                    results[stage, label] = res
+                print(f"done: round {rnd + 1} {stage} {label}", file=sys.stderr)
 
     device = results[STAGES[0], "BLUR"]["device"]
     mem = "peak RSS" if device == "cpu" else "peak allocated"
-    print(f"\nmodel: tiny Llama, {n_params / 1e6:.2f}M parameters (hidden {args.hidden}, {args.layers} layers), "
-          f"{args.dtype}; {args.nproc} ranks on {device}; micro-batch {args.micro_batch} x accum "
-          f"{args.grad_accum} per rank (forget + retain); AdamW; median of steps 3..{args.steps}; "
-          f"one fp32 gradient shard = {shard_mb:.1f} MiB\n")
-    print(f"| ZeRO | BLUR step (s) | GradDiff step (s) | BLUR / GradDiff | BLUR {mem}/rank (MiB) | "
-          f"GradDiff {mem}/rank (MiB) | BLUR extra (MiB) | extra in fp32 grad shards |")
-    print("|---|---|---|---|---|---|---|---|")
+    lines = [f"model: tiny Llama, {n_params / 1e6:.2f}M parameters (hidden {args.hidden}, {args.layers} layers), "
+             f"{args.dtype}; {args.nproc} ranks on {device}; micro-batch {args.micro_batch} x accum "
+             f"{args.grad_accum} per rank (forget + retain); AdamW; median of steps 3..{args.steps} over {args.rounds} round(s); "
+             f"one fp32 gradient shard = {shard_mb:.1f} MiB", "",
+             f"| ZeRO | BLUR step (s) | GradDiff step (s) | BLUR / GradDiff | BLUR {mem}/rank (MiB) | "
+             f"GradDiff {mem}/rank (MiB) | BLUR extra (MiB) | extra in fp32 grad shards |",
+             "|---|---|---|---|---|---|---|---|"]
     for stage in STAGES:
         b, g = results[stage, "BLUR"], results[stage, "GradDiff"]
-        tb, tg = statistics.median(b["step_times"][2:]), statistics.median(g["step_times"][2:])
+        tb, tg = statistics.median(b["step_times"]), statistics.median(g["step_times"])
         mb, mg = max(b["peak_mb"]), max(g["peak_mb"])
-        print(f"| {stage[-1]} | {tb:.4f} | {tg:.4f} | {tb / tg:.3f} | {mb:.0f} | {mg:.0f} | {mb - mg:+.0f} | "
-              f"{(mb - mg) / shard_mb:+.2f} |")
+        lines.append(f"| {stage[-1]} | {tb:.4f} | {tg:.4f} | {tb / tg:.3f} | {mb:.0f} | {mg:.0f} | {mb - mg:+.0f} | "
+                     f"{(mb - mg) / shard_mb:+.2f} |")
+    print("\n" + "\n".join(lines))
+    if args.out:
+        import platform
+
+        import torch
+
+        head = ["# BLUR vs GradDiff under DeepSpeed ZeRO-2/3", "",
+                f"`python benchmarks/zero_step.py{' ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else ''}` on "
+                f"{platform.machine()} CPU ({os.cpu_count()} cores, gloo), torch {torch.__version__}; no GPU. "
+                f"Each (stage, method) is a separate torchrun launch; {args.rounds} round(s), the method order alternating "
+                f"between rounds; peak RSS = the larger of the rounds. "
+                f"Load average {load0:.2f} at start, {os.getloadavg()[0]:.2f} at end (shared machine).", ""]
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("\n".join(head + lines) + "\n")
     return 0
 
 
