@@ -89,6 +89,7 @@ def main() -> int:
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--micro-batch", type=int, default=4)
     ap.add_argument("--grad-accum", type=int, default=2)
+    ap.add_argument("--stages", default="zero2,zero3", help="comma-separated subset of zero2,zero3")
     ap.add_argument("--rounds", type=int, default=1,
                     help="repeat every (stage, method) launch this often, method order alternating (shared machines)")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
@@ -114,8 +115,11 @@ def main() -> int:
            "TOKENIZERS_PARALLELISM": "false"}
     results: dict[tuple[str, str], dict] = {}
     load0 = os.getloadavg()[0]
+    stages = tuple(x for x in args.stages.split(",") if x)
+    if not stages or any(x not in STAGES for x in stages):
+        ap.error(f"--stages: choose from {','.join(STAGES)}")
     for rnd in range(args.rounds):
-        for stage in STAGES:
+        for stage in stages:
             labels = list(METHODS) if rnd % 2 == 0 else list(METHODS)[::-1]
             for label in labels:
                 method = METHODS[label]
@@ -136,15 +140,17 @@ def main() -> int:
                     return 1
                 res = json.loads(res_path.read_text())
                 res["step_times"] = res["step_times"][2:]  # warm-up excluded per launch
+                res["launch_peaks"] = [res["peak_mb"]]
                 if (stage, label) in results:
                     prev = results[stage, label]
                     prev["step_times"] += res["step_times"]
                     prev["peak_mb"] = [max(a, b) for a, b in zip(prev["peak_mb"], res["peak_mb"])]
+                    prev["launch_peaks"] += res["launch_peaks"]
                 else:
                     results[stage, label] = res
                 print(f"done: round {rnd + 1} {stage} {label}", file=sys.stderr)
 
-    device = results[STAGES[0], "BLUR"]["device"]
+    device = results[stages[0], "BLUR"]["device"]
     mem = "peak RSS" if device == "cpu" else "peak allocated"
     lines = [f"model: tiny Llama, {n_params / 1e6:.2f}M parameters (hidden {args.hidden}, {args.layers} layers), "
              f"{args.dtype}; {args.nproc} ranks on {device}; micro-batch {args.micro_batch} x accum "
@@ -153,12 +159,17 @@ def main() -> int:
              f"| ZeRO | BLUR step (s) | GradDiff step (s) | BLUR / GradDiff | BLUR {mem}/rank (MiB) | "
              f"GradDiff {mem}/rank (MiB) | BLUR extra (MiB) | extra in fp32 grad shards |",
              "|---|---|---|---|---|---|---|---|"]
-    for stage in STAGES:
+    for stage in stages:
         b, g = results[stage, "BLUR"], results[stage, "GradDiff"]
         tb, tg = statistics.median(b["step_times"]), statistics.median(g["step_times"])
         mb, mg = max(b["peak_mb"]), max(g["peak_mb"])
         lines.append(f"| {stage[-1]} | {tb:.4f} | {tg:.4f} | {tb / tg:.3f} | {mb:.0f} | {mg:.0f} | {mb - mg:+.0f} | "
                      f"{(mb - mg) / shard_mb:+.2f} |")
+    lines += ["", "Peak RSS per launch (rank 0 / rank 1, MiB), in launch order:", ""]
+    for stage in stages:
+        for label in METHODS:
+            lines.append(f"- {stage} {label}: " + "; ".join(
+                "/".join(f"{x:.0f}" for x in p) for p in results[stage, label]["launch_peaks"]))
     print("\n" + "\n".join(lines))
     if args.out:
         import platform
