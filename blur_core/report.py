@@ -45,8 +45,8 @@ def _row_from_eval(path: Path) -> dict[str, Any]:
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     hparams = ""
     if role == "unlearned":
-        # the run tag is "key=value,...,seed=N" (workflow/rules/common.smk)
-        grid = dict(p.split("=", 1) for p in tag.split(",") if "=" in p and not p.startswith("seed="))
+        # the run tag is "key=value@...@seed=N" (workflow/rules/common.smk)
+        grid = dict(p.split("=", 1) for p in tag.split("@") if "=" in p and not p.startswith("seed="))
         hparams = " ".join(f"{k}={v}" for k, v in grid.items())
     row: dict[str, Any] = {
         "benchmark": bench, "model": model, "role": role, "entry": entry,

@@ -6,7 +6,7 @@
 #   R/models/imported/{model}/                        hf / gguf base model, imported once
 #   R/{bench}/{model}/finetune/{target,retain}/       target model (full set) and retain-only model
 #   R/{bench}/{model}/runs/{entry}/{tag}/             one unlearning run; tag = grid values + seed,
-#                                                     e.g. gamma=0.1,seed=0 (adding a grid value renames nothing)
+#                                                     e.g. gamma=0.1@seed=0 (adding a grid value renames nothing)
 #   R/{bench}/{model}/{unit}/eval.json                evaluation of a finetuned model or a run
 #   R/report/                                         summary.csv, summary.md, tradeoff.png
 
@@ -86,7 +86,9 @@ def _enumerate_runs():
                     config_error(str(exc))
                 for seed in config["unlearn"]["seeds"]:
                     parts = [f"{k}={_fmt(v)}" for k, v in zip(keys, combo)] + [f"seed={seed}"]
-                    run = Run(bench, model, entry, ",".join(parts), spec["method"], tuple(sorted(hp.items())), seed)
+                    # "@", not ",": Snakemake 9.27 splits a remote job's --target-jobs wildcards
+                    # on every comma (quoted or not), so a comma in a tag breaks cluster execution
+                    run = Run(bench, model, entry, "@".join(parts), spec["method"], tuple(sorted(hp.items())), seed)
                     runs[(bench, model, entry, run.tag)] = run
     return runs
 
@@ -241,9 +243,32 @@ def unlearn_config(wildcards):
     return json.dumps(cfg, sort_keys=True)
 
 
-def launcher(wildcards, threads):
-    """`python -m` for one rank; torchrun for several (GPUs granted by the scheduler)."""
-    n = config["unlearn"]["nproc"]
+def gpus_per_node(resources):
+    """GPUs a job asks for per node: its gres (gpu:N or gpu:TYPE:N, what SLURM is given),
+    else its `gpu` resource; 0 without GPUs."""
+    gres = str(resources.get("gres", "") or "")
+    m = re.fullmatch(r"gpu(?::[\w.]*?[^\d:][\w.]*)?(?::(\d+))?", gres)  # gpu, gpu:N, gpu:TYPE, gpu:TYPE:N
+    if m:
+        return int(m.group(1) or 1)
+    return int(resources.get("gpu", 0) or 0)
+
+
+def launcher(wildcards, threads, resources):
+    """How an unlearn job starts blur_core (`python -m` for one rank, torchrun for several).
+
+    With GPUs (unlearn.gpus -> resources gres=gpu:N, or a profile's set-resources) there
+    is one rank per requested GPU, so the request and the launch agree; the ranks use the
+    GPUs SLURM granted (CUDA_VISIBLE_DEVICES). Without GPUs, unlearn.nproc CPU ranks. With
+    nodes > 1 (a SLURM allocation, gres per node) srun starts one torchrun per node,
+    rendezvous on the allocation's first node.
+    """
+    n = gpus_per_node(resources) or config["unlearn"]["nproc"]
+    nodes = int(resources.get("nodes", 1) or 1)
+    if nodes > 1:
+        return ("srun --overlap --nodes \"$SLURM_NNODES\" --ntasks-per-node 1 "
+                f"torchrun --nnodes \"$SLURM_NNODES\" --nproc_per_node {n} "
+                "--rdzv_id \"$SLURM_JOB_ID\" --rdzv_backend c10d "
+                "--rdzv_endpoint \"$(scontrol show hostnames \"$SLURM_JOB_NODELIST\" | head -n 1):29500\" -m")
     if n == 1:
         return "python -m"
     return f"torchrun --standalone --nproc_per_node {n} -m"

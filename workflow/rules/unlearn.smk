@@ -1,6 +1,12 @@
 # One unlearning job per (benchmark, model, sweep entry, grid values, seed).
 # The final weights land in `final/` (temp: removed once `convert` has consumed them).
-
+#
+# Preemption / restarts: with unlearn.train.save_every > 0 the run writes
+# `checkpoints/step-N/` (not a declared output, so they survive a failed, killed or
+# requeued job) and a rerun continues from the latest one (train.resume: auto) to the same
+# final weights. The checkpoints are tagged with the job's settings and its input model;
+# when either changed (a real rerun, not a restart), old checkpoints are discarded first.
+# The log starts each attempt with the host, SLURM job id and CUDA_VISIBLE_DEVICES.
 
 rule unlearn:
     input:
@@ -16,6 +22,7 @@ rule unlearn:
     threads: 1
     resources:
         gpu=config["unlearn"]["gpus"],
+        gres=f"gpu:{config['unlearn']['gpus']}" if config["unlearn"]["gpus"] > 0 else "",
     log:
         f"{R}/logs/unlearn/{{bench}}/{{model}}/{{entry}}/{{tag}}.log",
     benchmark:
@@ -23,4 +30,11 @@ rule unlearn:
     conda:
         "../../envs/blur.yaml"
     shell:
-        "{params.launch} blur_core unlearn --config-json {params.cfg:q} > {log} 2>&1"
+        "echo \"=== unlearn attempt $(date -u +%FT%TZ) on $(hostname): SLURM_JOB_ID=${{SLURM_JOB_ID:-none}}"
+        " CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-unset}} launch: {params.launch}\" >> {log}; "
+        "ck=$(dirname {output.summary})/checkpoints; mkdir -p $ck; "
+        "fp=$(printf '%s' {params.cfg:q} | md5sum; ls -l --full-time {input.target}); "
+        "if [ -f $ck/job-fingerprint ] && [ \"$(cat $ck/job-fingerprint)\" != \"$fp\" ]; then "
+        "echo 'settings or input model changed: discarding old checkpoints' >> {log}; rm -rf $ck/step-*; fi; "
+        "printf '%s' \"$fp\" > $ck/job-fingerprint; "
+        "{params.launch} blur_core unlearn --config-json {params.cfg:q} >> {log} 2>&1"
