@@ -4,8 +4,9 @@
 # Preemption / restarts: with unlearn.train.save_every > 0 the run writes
 # `checkpoints/step-N/` (not a declared output, so they survive a failed, killed or
 # requeued job) and a rerun continues from the latest one (train.resume: auto) to the same
-# final weights. The checkpoints are tagged with the job's settings and its input model;
-# when either changed (a real rerun, not a restart), old checkpoints are discarded first.
+# final weights. Each checkpoint carries a fingerprint of the run's settings, data and
+# starting model (blur_core.train.loop.run_fingerprint); when any of them changed (a real
+# rerun, not a restart) blur_core discards the old checkpoints instead of resuming them.
 # The log starts each attempt with the host, SLURM job id and CUDA_VISIBLE_DEVICES.
 
 rule unlearn:
@@ -32,9 +33,4 @@ rule unlearn:
     shell:
         "echo \"=== unlearn attempt $(date -u +%FT%TZ) on $(hostname): SLURM_JOB_ID=${{SLURM_JOB_ID:-none}}"
         " CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-unset}} launch: {params.launch}\" >> {log}; "
-        "ck=$(dirname {output.summary})/checkpoints; mkdir -p $ck; "
-        "fp=$(printf '%s' {params.cfg:q} | md5sum; ls -l --full-time {input.target}); "
-        "if [ -f $ck/job-fingerprint ] && [ \"$(cat $ck/job-fingerprint)\" != \"$fp\" ]; then "
-        "echo 'settings or input model changed: discarding old checkpoints' >> {log}; rm -rf $ck/step-*; fi; "
-        "printf '%s' \"$fp\" > $ck/job-fingerprint; "
         "{params.launch} blur_core unlearn --config-json {params.cfg:q} >> {log} 2>&1"
