@@ -79,23 +79,28 @@ def test_clipping_scales_update_to_max_norm(target_model, embedded, tmp_path):
     assert applied == pytest.approx(max_norm, rel=1e-4)  # SGD lr=1: the weight change is the update
 
 
+def _preempted_at(n: int):
+    """A LocalBackend.step that raises KeyboardInterrupt on its n-th call (a preemption)."""
+    real_step, calls = backend_mod.LocalBackend.step, {"n": 0}
+
+    def step(self, lr):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt("simulated preemption")
+        real_step(self, lr)
+
+    return step
+
+
 def test_resume_from_checkpoint_is_bit_identical(target_model, embedded, tmp_path, monkeypatch):
     method = {"name": "blur", "forget_loss": "npo", "retain_loss": "nll", "gamma": 0.2}
     train = dict(max_steps=6, optimizer="adamw", lr=1e-3, max_grad_norm=1.0, save_every=2,
                  schedule="cosine", warmup_steps=1, micro_batch_size=4, grad_accum=2)
     full = run(parse_run_config(run_config(target_model, tmp_path / "full", method, embedded, **train)))
 
-    calls = {"n": 0}
-    real_step = backend_mod.LocalBackend.step
-
-    def crash_on_fifth(self, lr):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt("simulated preemption")
-        real_step(self, lr)
-
     cfg = parse_run_config(run_config(target_model, tmp_path / "cut", method, embedded, **train))
-    monkeypatch.setattr(backend_mod.LocalBackend, "step", crash_on_fifth)
+    real_step = backend_mod.LocalBackend.step
+    monkeypatch.setattr(backend_mod.LocalBackend, "step", _preempted_at(5))
     with pytest.raises(KeyboardInterrupt):
         run(cfg)
     assert not (tmp_path / "cut" / "model").exists()
@@ -159,16 +164,8 @@ def test_checkpoints_of_other_settings_are_not_resumed(target_model, embedded, t
 
     method = {"name": "blur", "forget_loss": "npo", "retain_loss": "nll", "gamma": 0.2}
     train = dict(max_steps=4, optimizer="adamw", lr=1e-3, save_every=2)
-    calls = {"n": 0}
     real_step = backend_mod.LocalBackend.step
-
-    def crash_on_third(self, lr):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt("simulated preemption")
-        real_step(self, lr)
-
-    monkeypatch.setattr(backend_mod.LocalBackend, "step", crash_on_third)
+    monkeypatch.setattr(backend_mod.LocalBackend, "step", _preempted_at(3))
     with pytest.raises(KeyboardInterrupt):
         run(parse_run_config(run_config(target_model, tmp_path, method, embedded, **train)))
     assert (tmp_path / "checkpoints" / "step-000002").is_dir()
