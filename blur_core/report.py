@@ -68,7 +68,8 @@ def build_rows(eval_files: list[str | Path]) -> list[dict[str, Any]]:
     """One row per evaluated model, target and retain first, then runs sorted by name."""
     rows = [_row_from_eval(Path(p)) for p in eval_files]
     order = {"target": 0, "retain": 1, "unlearned": 2}
-    return sorted(rows, key=lambda r: (r["benchmark"], r["model"], order[r["role"]], r["entry"], r["path"]))
+    return sorted(rows, key=lambda r: (r["benchmark"], r["model"], order[r["role"]], r["entry"],
+                                       _sort_value(r), r["path"]))
 
 
 def columns(rows: list[dict]) -> list[str]:
@@ -106,6 +107,11 @@ def _grid_value(row: dict) -> float:
         return float(row["hparams"].split()[0].split("=", 1)[1])
     except (IndexError, ValueError):
         return math.nan
+
+
+def _sort_value(row: dict) -> float:
+    value = _grid_value(row)
+    return -math.inf if math.isnan(value) else value
 
 
 def plot_tradeoff(rows: list[dict], path: str | Path) -> None:
