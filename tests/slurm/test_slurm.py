@@ -85,29 +85,43 @@ def _attempts(log: str) -> list[str]:
     return re.findall(r"=== unlearn attempt .* SLURM_JOB_ID=(\d+) CUDA_VISIBLE_DEVICES=(\S+)", log)
 
 
+def _interrupt_long_run(slurm_profile, work: Path, log_file: Path, command: list[str],
+                        wait_s: int) -> tuple[int, str, Path]:
+    """Start snakemake on LONG_RUN (from scratch) in ``work``, wait for its first checkpoint,
+    run ``command + [job id]`` on the running unlearn job (scancel / scontrol requeue) and
+    wait at most ``wait_s`` for snakemake to end. Returns (rc, job id, run dir)."""
+    run = work / LONG_RUN
+    shutil.rmtree(run)
+    with open(log_file, "w") as fh:
+        proc = subprocess.Popen(snakemake_cmd(work, slurm_profile, f"{LONG_RUN}/model", timeout=600), stdout=fh,
+                                stderr=subprocess.STDOUT, env=snakemake_env(), cwd=work, start_new_session=True)
+    try:
+        _wait_for(lambda: list(run.glob("checkpoints/step-*/state.pt")), 300, "a first checkpoint", proc)
+        job_id = _wait_for(_running_unlearn_job, 30, "the running unlearn job in squeue", proc)
+        assert not (run / "summary.json").exists(), f"the run finished before `{' '.join(command)}`"
+        subprocess.run([*command, job_id], check=True, timeout=10)
+        rc = proc.wait(timeout=wait_s)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+            proc.wait(timeout=30)
+    return rc, job_id, run
+
+
+def _assert_same_weights(ref: Path, run: Path) -> None:
+    a, b = _weights(ref / LONG_RUN / "model"), _weights(run / "model")
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a), "resumed weights differ from the uninterrupted run"
+
+
 def test_killed_unlearn_job_resumes_from_checkpoint(slurm_pipeline, slurm_profile, tmp_path):
     """scancel an unlearn job mid-run: snakemake fails (no hang), the checkpoints survive
     (they are not declared outputs), and a rerun continues from the latest one to weights
     identical to the uninterrupted run's."""
     ref = slurm_pipeline[0]
     work = _copy(ref, tmp_path / "w")
-    run = work / LONG_RUN
-    shutil.rmtree(run)
     target = f"{LONG_RUN}/model"
     first = work / "first.log"
-    with open(first, "w") as fh:
-        proc = subprocess.Popen(snakemake_cmd(work, slurm_profile, target, timeout=600), stdout=fh,
-                                stderr=subprocess.STDOUT, env=snakemake_env(), cwd=work, start_new_session=True)
-    try:
-        _wait_for(lambda: list(run.glob("checkpoints/step-*/state.pt")), 300, "a first checkpoint", proc)
-        job_id = _wait_for(_running_unlearn_job, 30, "the running unlearn job in squeue", proc)
-        assert not (run / "summary.json").exists(), "the run finished before it could be killed"
-        subprocess.run(["scancel", job_id], check=True, timeout=10)
-        rc = proc.wait(timeout=300)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, 9)
-            proc.wait(timeout=30)
+    rc, job_id, run = _interrupt_long_run(slurm_profile, work, first, ["scancel"], wait_s=300)
     out = first.read_text(errors="replace")
     assert rc != 0, out[-3000:]
     assert f"results/logs/unlearn/embedded/tiny/{LONG_RUN.split('runs/')[1]}.log" in out, out[-3000:]
@@ -119,8 +133,7 @@ def test_killed_unlearn_job_resumes_from_checkpoint(slurm_pipeline, slurm_profil
     assert rc == 0, f"{out2[-4000:]}\n{logs_of(work)}"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["resumed_from"] >= steps[-1] > 0, (summary, steps)
-    a, b = _weights(ref / LONG_RUN / "model"), _weights(run / "model")
-    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a), "resumed weights differ from the uninterrupted run"
+    _assert_same_weights(ref, run)
     log = (work / f"results/logs/unlearn/embedded/tiny/{LONG_RUN.split('runs/')[1]}.log").read_text()
     attempts = _attempts(log)  # (Snakemake removes the killed job's log with its outputs)
     assert attempts and attempts[-1][0] != job_id, log[-3000:]
@@ -155,29 +168,13 @@ def test_requeued_unlearn_job_resumes_in_the_same_snakemake_run(slurm_pipeline, 
     the second start resumes from the checkpoint, and the weights equal the uninterrupted run's."""
     ref = slurm_pipeline[0]
     work = _copy(ref, tmp_path / "w")
-    run = work / LONG_RUN
-    shutil.rmtree(run)
-    target = f"{LONG_RUN}/model"
     log_file = work / "requeue.log"
-    with open(log_file, "w") as fh:
-        proc = subprocess.Popen(snakemake_cmd(work, slurm_profile, target, timeout=600), stdout=fh,
-                                stderr=subprocess.STDOUT, env=snakemake_env(), cwd=work, start_new_session=True)
-    try:
-        _wait_for(lambda: list(run.glob("checkpoints/step-*/state.pt")), 300, "a first checkpoint", proc)
-        job_id = _wait_for(_running_unlearn_job, 30, "the running unlearn job in squeue", proc)
-        assert not (run / "summary.json").exists(), "the run finished before it could be requeued"
-        subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=10)
-        rc = proc.wait(timeout=600)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, 9)
-            proc.wait(timeout=30)
+    rc, job_id, run = _interrupt_long_run(slurm_profile, work, log_file, ["scontrol", "requeue"], wait_s=600)
     out = log_file.read_text(errors="replace")
     assert rc == 0, f"{out[-4000:]}\n{logs_of(work)}"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["resumed_from"] > 0, summary
-    a, b = _weights(ref / LONG_RUN / "model"), _weights(run / "model")
-    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a), "resumed weights differ from the uninterrupted run"
+    _assert_same_weights(ref, run)
     log = (work / f"results/logs/unlearn/embedded/tiny/{LONG_RUN.split('runs/')[1]}.log").read_text()
     attempts = _attempts(log)
     assert attempts and {a[0] for a in attempts} == {job_id}, log[-3000:]  # same job id: requeued
