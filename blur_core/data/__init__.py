@@ -1,6 +1,6 @@
 """Benchmark data: record I/O, QA and raw-text datasets, collation, the TOFU hub
-layout (locate, validate, materialise) and the embedded fictitious-people benchmark
-written in that layout.
+layout (locate, validate, materialise), the embedded fictitious-people benchmark
+written in that layout, and the WMDP / MMLU / MUSE-News loaders.
 
 Submodules import torch; importing this package has no other side effects.
 """
@@ -18,6 +18,8 @@ from blur_core.data.embedded import (
     write_embedded_tofu,
 )
 from blur_core.data.io import ACCEPTED_EXTENSIONS, load_records, require_fields, write_jsonl
+from blur_core.data.mc import MCItem, load_mmlu, load_wmdp, select_items
+from blur_core.data.muse import MuseData, load_muse
 from blur_core.data.qa import (
     IDK_ANSWERS,
     QADataset,
@@ -43,6 +45,8 @@ __all__ = [
     "BenchmarkUnavailableError",
     "IDK_ANSWERS",
     "IGNORE_INDEX",
+    "MCItem",
+    "MuseData",
     "TOFU_SPLITS",
     "QADataset",
     "QAFormat",
@@ -54,7 +58,10 @@ __all__ = [
     "encode_qa",
     "idk_answer",
     "link_tofu",
+    "load_mmlu",
+    "load_muse",
     "load_records",
+    "load_wmdp",
     "make_people",
     "make_qa",
     "make_real_authors",
@@ -62,6 +69,7 @@ __all__ = [
     "pad_collate",
     "require_fields",
     "resolve_benchmark_root",
+    "select_items",
     "split_forget_retain",
     "tofu_files",
     "validate_tofu",

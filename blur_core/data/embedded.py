@@ -357,7 +357,11 @@ def write_embedded_tofu(out_dir: str | Path, n_people: int = 100, questions_per_
     * ``real_authors_perturbed.json`` / ``world_facts_perturbed.json``: 40 + 40 utility
       questions (:func:`make_real_authors`, :func:`make_world_facts`) with 3 wrong options;
     * ``pretrain.json``: the utility questions as ``{"question", "answer"}``: what the
-      tiny base model is trained on first, standing in for a real model's pretraining.
+      tiny base model is trained on first, standing in for a real model's pretraining;
+    * ``holdout01/05/10.json``: as many records as ``forget01/05/10`` about *other*
+      invented people, in no training file (the hub's TOFU has the same names): the
+      non-members of membership-inference tests. They are generated after the
+      ``n_people`` people from the same stream, so the other files do not change.
 
     People records carry ``person``/``name``/``attribute`` besides TOFU's fields.
     """
@@ -365,7 +369,12 @@ def write_embedded_tofu(out_dir: str | Path, n_people: int = 100, questions_per_
     from blur_core.data.tofu import TOFU_SPLITS
 
     forget_people = embedded_forget_people(n_people, seed)
-    qa = make_qa(make_people(n_people, seed), questions_per_person, seed, n_perturbed)
+    n_holdout = len(forget_people["forget10"])
+    # one generator stream: the first n_people people and their QA are the same as without
+    # the holdout people appended (make_people / make_qa draw person by person)
+    qa_all = make_qa(make_people(n_people + n_holdout, seed), questions_per_person, seed, n_perturbed)
+    qa = [r for r in qa_all if r["person"] < n_people]
+    holdout = [r for r in qa_all if r["person"] >= n_people]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files: dict[str, list[dict]] = {"full": [_plain(r) for r in qa]}
@@ -382,4 +391,8 @@ def write_embedded_tofu(out_dir: str | Path, n_people: int = 100, questions_per_
     files["world_facts_perturbed"] = make_world_facts(seed)
     files["pretrain"] = [{"question": r["question"], "answer": r["answer"]}
                          for r in files["real_authors_perturbed"] + files["world_facts_perturbed"]]
+    for split in TOFU_SPLITS:
+        n = len(forget_people[split])
+        files[split.replace("forget", "holdout")] = [_plain(r) for r in holdout
+                                                     if r["person"] < n_people + n]
     return {name: write_jsonl(out_dir / f"{name}.json", records) for name, records in files.items()}

@@ -29,6 +29,7 @@ __all__ = [
     "FORGET_FRACTIONS",
     "TOFU_ALL_FILES",
     "TOFU_FILE_KEYS",
+    "TOFU_HOLDOUT_FILES",
     "TOFU_SPLITS",
     "BenchmarkUnavailableError",
     "link_tofu",
@@ -54,6 +55,9 @@ TOFU_ALL_FILES: tuple[str, ...] = (
     "real_authors_perturbed.json",
     "world_facts_perturbed.json",
 )
+
+# optional: QA about people in no training file (membership-inference non-members)
+TOFU_HOLDOUT_FILES: tuple[str, ...] = ("holdout01.json", "holdout05.json", "holdout10.json")
 
 # required fields per file key; perturbed_answer must be a non-empty list of strings
 _QA = ("question", "answer")
@@ -187,7 +191,7 @@ def link_tofu(root: str | Path, out_dir: str | Path, copy: bool = False) -> dict
     (validate with :func:`validate_tofu` first). Returns ``{file stem: path in out_dir}``.
     """
     root = Path(root).resolve()
-    present = [name for name in TOFU_ALL_FILES if (root / name).is_file()]
+    present = [name for name in TOFU_ALL_FILES + TOFU_HOLDOUT_FILES if (root / name).is_file()]
     if "full.json" not in present:
         raise FileNotFoundError(f"TOFU benchmark directory {str(root)!r} lacks full.json")
     out_dir = Path(out_dir)

@@ -1,4 +1,6 @@
-"""Evaluation: batched answer likelihoods, batched greedy generation and the TOFU metrics.
+"""Evaluation: batched answer likelihoods, batched greedy generation, the TOFU metrics,
+multiple choice in lm-evaluation-harness format (WMDP, MMLU), MUSE-News, membership
+inference and memorisation, and the named suites that combine them.
 
 Prompts are built with the training code (:mod:`blur_core.data.qa`), so a model is
 evaluated on exactly the prompts it was trained on. Importing this package has no side
@@ -7,6 +9,10 @@ effects; ``rouge_score`` and ``scipy`` are imported only when their metrics are 
 
 from blur_core.eval.generation import greedy_generate, left_pad
 from blur_core.eval.likelihood import answer_nll, length_sorted_batches
+from blur_core.eval.mc import evaluate_mc, mc_context
+from blur_core.eval.mia import auc as mia_auc
+from blur_core.eval.mia import mia_suite, qa_memorisation, token_statistics
+from blur_core.eval.muse import add_privleak_reference, evaluate_muse
 from blur_core.eval.tofu import (
     METRICS,
     SETS,
@@ -33,6 +39,14 @@ __all__ = [
     "UTILITY_KEYS",
     "UTILITY_SETS",
     "add_forget_quality",
+    "add_privleak_reference",
+    "evaluate_mc",
+    "evaluate_muse",
+    "mc_context",
+    "mia_auc",
+    "mia_suite",
+    "qa_memorisation",
+    "token_statistics",
     "answer_nll",
     "evaluate_tofu",
     "forget_quality",

