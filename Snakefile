@@ -20,7 +20,8 @@ wildcard_constraints:
     entry=r"[^/]+",
     tag=r"[^/]+",
     kind=r"target|retain",
-    unit=r"finetune/(target|retain)|runs/[^/]+/[^/]+",
+    unit=r"finetune/(target|retain)|runs/[^/]+/[^/]+(/relearn/k\d+)?",
+    k=r"\d+",
 
 
 include: "workflow/rules/data.smk"
@@ -28,6 +29,7 @@ include: "workflow/rules/models.smk"
 include: "workflow/rules/unlearn.smk"
 include: "workflow/rules/convert.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/relearn.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -3,9 +3,13 @@
 Each ``eval.json`` sits in a model's directory, whose path says what it is:
     <results>/<bench>/<model>/finetune/{target,retain}/eval.json
     <results>/<bench>/<model>/runs/<entry>/<tag>/eval.json
-Beside it: ``summary.json`` (training wall time) and ``run_config.yaml`` (resolved method
-and hyperparameters). ``build_rows`` turns them into one row per model; ``write_report``
-writes summary.csv, summary.md and the trade-off plot.
+    <results>/<bench>/<model>/runs/<entry>/<tag>/relearn/k<K>/eval.json   (relearning attack)
+Beside it: ``summary.json`` (training wall time), ``run_config.yaml`` (resolved method
+and hyperparameters) and ``suites/<name>.json`` (extra evaluation suites: WMDP, MMLU,
+MUSE-News, ...; their ``metrics`` become columns ``<name>.<metric>``). ``build_rows``
+turns them into one row per model; ``write_report`` writes summary.csv, summary.md (a
+TOFU table, one table per suite, a relearning table), the trade-off plot and
+per-benchmark plots under ``plots/``.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["SETS", "build_rows", "write_csv", "write_markdown", "plot_tradeoff", "write_report"]
+__all__ = ["SETS", "build_rows", "write_csv", "write_markdown", "plot_tradeoff", "plot_suites", "write_report"]
 
 SETS = ("forget", "retain", "real_authors", "world_facts")
 METRICS = ("probability", "rouge", "truth_ratio")
@@ -28,7 +32,11 @@ BASE_COLUMNS = ["benchmark", "model", "role", "entry", "method", "hparams", "see
 
 def _row_from_eval(path: Path) -> dict[str, Any]:
     parts = path.parent.parts
-    if len(parts) >= 4 and parts[-2] == "finetune":
+    relearn_steps = None
+    if len(parts) >= 7 and parts[-2] == "relearn" and parts[-5] == "runs" and parts[-1].startswith("k"):
+        bench, model, _, entry, tag = parts[-7:-2]
+        role, relearn_steps = "relearned", int(parts[-1][1:])
+    elif len(parts) >= 4 and parts[-2] == "finetune":
         bench, model, _, role = parts[-4:]
         entry, tag = role, ""
     elif len(parts) >= 5 and parts[-3] == "runs":
@@ -44,7 +52,7 @@ def _row_from_eval(path: Path) -> dict[str, Any]:
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     hparams = ""
-    if role == "unlearned":
+    if role in ("unlearned", "relearned"):
         # the run tag is "key=value@...@seed=N" (workflow/rules/common.smk)
         grid = dict(p.split("=", 1) for p in tag.split("@") if "=" in p and not p.startswith("seed="))
         hparams = " ".join(f"{k}={v}" for k, v in grid.items())
@@ -58,6 +66,16 @@ def _row_from_eval(path: Path) -> dict[str, Any]:
     for s in SETS:
         for m in METRICS:
             row[f"{s}_{m}"] = result.get("aggregates", {}).get(s, {}).get(m)
+    row["relearn_steps"] = relearn_steps
+    if relearn_steps is not None:  # the unlearning run's seed, not the relearning's data seed
+        unlearn_cfg = run_dir.parents[1] / "run_config.yaml"
+        if unlearn_cfg.exists():
+            row["seed"] = (yaml.safe_load(unlearn_cfg.read_text()) or {}).get("train", {}).get("seed", "")
+    for suite_file in sorted((run_dir / "suites").glob("*.json")):
+        suite = json.loads(suite_file.read_text())
+        for key, value in suite.get("metrics", {}).items():
+            row[f"{suite_file.stem}.{key}"] = value
+        row.setdefault("_suite_kinds", {})[suite_file.stem] = suite.get("kind", "")
     row["train_wall_s"] = summary.get("wall_time_s")
     row["steps"] = summary.get("steps")
     row["path"] = str(run_dir)
@@ -67,18 +85,29 @@ def _row_from_eval(path: Path) -> dict[str, Any]:
 def build_rows(eval_files: list[str | Path]) -> list[dict[str, Any]]:
     """One row per evaluated model, target and retain first, then runs sorted by name."""
     rows = [_row_from_eval(Path(p)) for p in eval_files]
-    order = {"target": 0, "retain": 1, "unlearned": 2}
+    order = {"target": 0, "retain": 1, "unlearned": 2, "relearned": 3}
     return sorted(rows, key=lambda r: (r["benchmark"], r["model"], order[r["role"]], r["entry"],
                                        _sort_value(r), r["path"]))
 
 
+def suite_columns(rows: list[dict]) -> list[str]:
+    """``<suite>.<metric>`` columns present in any row, in first-seen order."""
+    cols: dict[str, None] = {}
+    for r in rows:
+        for key in r:
+            if "." in key and not key.startswith("_"):
+                cols[key] = None
+    return list(cols)
+
+
 def columns(rows: list[dict]) -> list[str]:
-    return BASE_COLUMNS + [f"{s}_{m}" for s in SETS for m in METRICS] + ["train_wall_s", "steps", "path"]
+    return (BASE_COLUMNS + [f"{s}_{m}" for s in SETS for m in METRICS] + suite_columns(rows)
+            + ["relearn_steps", "train_wall_s", "steps", "path"])
 
 
 def write_csv(rows: list[dict], path: str | Path) -> None:
     with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns(rows))
+        writer = csv.DictWriter(fh, fieldnames=columns(rows), extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
 
@@ -91,14 +120,63 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _table(rows: list[dict], cols: list[str], names: dict[str, str] | None = None) -> list[str]:
+    names = names or {}
+    lines = ["| " + " | ".join(names.get(c, c) for c in cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    return lines
+
+
+SUITE_NOTES = {
+    "wmdp": "zero-shot accuracy, lm-evaluation-harness prompt format (chance 0.25; lower = more hazardous "
+            "knowledge removed)",
+    "mmlu": "zero-shot accuracy, lm-evaluation-harness prompt format (chance 0.25; higher = more general "
+            "knowledge kept)",
+    "tofu_mc": "the benchmark's QA as 4-way questions (correct answer among three perturbed ones), "
+               "lm-evaluation-harness format, chance 0.25",
+    "muse": "MUSE-News, MUSE's scale: verbmem_f / knowmem_f / knowmem_r = mean ROUGE-L F1 x 100 (forget: "
+            "lower is better; retain: higher); privleak = (AUC - AUC_ref) / AUC_ref x 100 with Min-40% "
+            "scores, forget vs holdout (near 0 = like the reference); mia_*_auc: member = forget, 0.5 = "
+            "indistinguishable from holdout",
+    "memorisation": "teacher-forced on the forget answers: exact memorisation = share of answer tokens "
+                    "predicted exactly; extraction strength = 1 - (shortest prefix after which every "
+                    "token is predicted) / length",
+}
+
+
 def write_markdown(rows: list[dict], path: str | Path) -> None:
-    cols = ["benchmark", "model", "entry", "hparams", "seed", "forget_quality", "model_utility",
-            "forget_probability", "forget_rouge", "retain_probability", "retain_rouge", "train_wall_s"]
-    lines = ["# blur-pipeline summary", "",
+    ident = ["benchmark", "model", "entry", "hparams", "seed"]
+    cols = ident + ["forget_quality", "model_utility", "forget_probability", "forget_rouge",
+                    "retain_probability", "retain_rouge", "train_wall_s"]
+    main_rows = [r for r in rows if r["role"] != "relearned"]
+    lines = ["# blur-pipeline summary", "", "## TOFU metrics", "",
              "forget_quality: KS p-value vs the retain model (higher = closer to never trained on the forget set); "
-             "model_utility: harmonic mean of 9 utility numbers (higher = more kept).", "",
-             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(_fmt(r[c]) for c in cols) + " |" for r in rows]
+             "model_utility: harmonic mean of 9 utility numbers (higher = more kept).", ""]
+    lines += _table(main_rows, cols)
+    kinds: dict[str, str] = {}
+    for r in main_rows:
+        kinds.update(r.get("_suite_kinds", {}))
+    for suite, kind in kinds.items():
+        metric_cols = [c for c in suite_columns(main_rows) if c.split(".", 1)[0] == suite]
+        lines += ["", f"## {suite} ({kind})", "", SUITE_NOTES.get(kind, ""), ""]
+        lines += _table(main_rows, ident + metric_cols, {c: c.split(".", 1)[1] for c in metric_cols})
+    relearned = [r for r in rows if r["role"] == "relearned"]
+    if relearned:
+        before = {(r["benchmark"], r["model"], r["entry"], r["hparams"], r["seed"]): r
+                  for r in main_rows if r["role"] == "unlearned"}
+        table = []
+        for r in relearned:
+            b = before.get((r["benchmark"], r["model"], r["entry"], r["hparams"], r["seed"]), {})
+            table.append({**r, **{f"before_{k}": b.get(k) for k in ("forget_probability", "forget_rouge",
+                                                                    "forget_quality")}})
+        lines += ["", "## Relearning attack", "",
+                  "each unlearned model fine-tuned K steps on part of the forget set; before -> after "
+                  "(a robust unlearning keeps forget probability / ROUGE low and forget quality high).", ""]
+        lines += _table(table, ident + ["relearn_steps", "before_forget_probability", "forget_probability",
+                                        "before_forget_rouge", "forget_rouge", "before_forget_quality",
+                                        "forget_quality"],
+                        {"forget_probability": "after_forget_probability", "forget_rouge": "after_forget_rouge",
+                         "forget_quality": "after_forget_quality"})
     Path(path).write_text("\n".join(lines) + "\n")
 
 
@@ -155,11 +233,103 @@ def plot_tradeoff(rows: list[dict], path: str | Path) -> None:
     plt.close(fig)
 
 
+def _label(r: dict) -> str:
+    if r["role"] in ("target", "retain"):
+        return f"{r['role']} model"
+    return f"{r['entry']} {r['hparams']}".strip() + (f" s{r['seed']}" if r.get("seed") not in ("", None) else "")
+
+
+def plot_suites(rows: list[dict], out_dir: str | Path) -> list[Path]:
+    """One PNG per suite (MC / memorisation: bars per model; MUSE: KnowMem forget vs retain)
+    and ``relearn.png`` (forget probability before and after relearning), per benchmark/model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    main_rows = [r for r in rows if r["role"] != "relearned"]
+    kinds: dict[str, str] = {}
+    for r in main_rows:
+        kinds.update(r.get("_suite_kinds", {}))
+    for suite, kind in kinds.items():
+        have = [r for r in main_rows if f"{suite}." in " ".join(k for k in r if "." in k)]
+        if kind == "muse" and all(r.get(f"{suite}.knowmem_f") is not None and r.get(f"{suite}.knowmem_r")
+                                  is not None for r in have):
+            fig, ax = plt.subplots(figsize=(7, 5.5))
+            for r in have:
+                ax.scatter(r[f"{suite}.knowmem_r"], r[f"{suite}.knowmem_f"],
+                           marker={"target": "*", "retain": "D"}.get(r["role"], "o"), s=90)
+                ax.annotate(_label(r), (r[f"{suite}.knowmem_r"], r[f"{suite}.knowmem_f"]), fontsize=7,
+                            textcoords="offset points", xytext=(4, 3))
+            ax.set_xlabel("KnowMem retain (ROUGE-L F1 x100, higher = kept)")
+            ax.set_ylabel("KnowMem forget (ROUGE-L F1 x100, lower = forgotten)")
+            ax.set_title(f"{suite}: knowledge forgotten vs kept")
+        else:
+            metric = {"memorisation": None}.get(kind, "accuracy")
+            keys = [k for k in suite_columns(have) if k.startswith(f"{suite}.") and
+                    (metric is None or k == f"{suite}.{metric}") and not k.endswith(".n")]
+            if not keys:
+                continue
+            fig, ax = plt.subplots(figsize=(8, 0.35 * len(have) * len(keys) + 1.8))
+            labels = [_label(r) for r in have]
+            height = 0.8 / len(keys)
+            for j, key in enumerate(keys):
+                ax.barh([i + j * height for i in range(len(have))], [r.get(key) or 0.0 for r in have],
+                        height=height, label=key.split(".", 1)[1])
+            ax.set_yticks([i + 0.4 - height / 2 for i in range(len(have))], labels, fontsize=7)
+            ax.invert_yaxis()
+            if kind in ("wmdp", "mmlu", "tofu_mc"):
+                ax.axvline(0.25, color="grey", ls="--", lw=1, label="chance")
+                ax.set_xlabel("accuracy")
+            ax.legend(fontsize=7)
+            ax.set_title(f"{suite} ({kind})")
+        ax.grid(True, alpha=0.3)
+        fig.tight_layout()
+        path = out_dir / f"{suite}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    relearned = [r for r in rows if r["role"] == "relearned"]
+    if relearned:
+        before = {(r["benchmark"], r["model"], r["entry"], r["hparams"], r["seed"]): r
+                  for r in main_rows if r["role"] == "unlearned"}
+        fig, ax = plt.subplots(figsize=(8, 0.4 * len(relearned) + 1.8))
+        for i, r in enumerate(relearned):
+            b = before.get((r["benchmark"], r["model"], r["entry"], r["hparams"], r["seed"]), {})
+            x0, x1 = b.get("forget_probability"), r.get("forget_probability")
+            if x0 is not None and x1 is not None:
+                ax.annotate("", (x1, i), (x0, i), arrowprops={"arrowstyle": "->", "color": "tab:red"})
+                ax.scatter([x0], [i], color="tab:blue", zorder=3, label="unlearned" if i == 0 else None)
+                ax.scatter([x1], [i], color="tab:red", zorder=3,
+                           label=f"after relearning" if i == 0 else None)
+        for r in main_rows:
+            if r["role"] in ("target", "retain") and r.get("forget_probability") is not None:
+                ax.axvline(r["forget_probability"], ls="--", lw=1,
+                           color="black" if r["role"] == "target" else "tab:green", label=f"{r['role']} model")
+        ax.set_yticks(range(len(relearned)), [f"{_label(r)} k={r['relearn_steps']}" for r in relearned],
+                      fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel("forget-set answer probability")
+        ax.set_title("relearning attack: forget probability before -> after")
+        ax.legend(fontsize=7)
+        ax.grid(True, alpha=0.3)
+        fig.tight_layout()
+        path = out_dir / "relearn.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
 def write_report(eval_files: list[str | Path], out_dir: str | Path) -> list[dict]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = build_rows(eval_files)
     write_csv(rows, out_dir / "summary.csv")
     write_markdown(rows, out_dir / "summary.md")
-    plot_tradeoff(rows, out_dir / "tradeoff.png")
+    plot_tradeoff([r for r in rows if r["role"] != "relearned"], out_dir / "tradeoff.png")
+    plot_suites(rows, out_dir / "plots")
     return rows

@@ -12,6 +12,9 @@ import yaml
 
 from tests.pipeline.conftest import CI_CONFIG, N_RUNS, REPO, planned_jobs, run_snakemake, write_config
 
+N_UNITS = 2 + N_RUNS  # target, retain, runs: what evaluate_suites runs on
+N_EVALS = N_UNITS + N_RUNS  # + one relearned copy of each run
+
 
 def _edit(workdir, mutate):
     cfg = yaml.safe_load((workdir / "config.yaml").read_text())
@@ -21,8 +24,9 @@ def _edit(workdir, mutate):
 
 def test_end_to_end_summary(pipeline_dir):
     rows = list(csv.DictReader(open(pipeline_dir / "results/report/summary.csv")))
-    assert len(rows) == 2 + N_RUNS
-    assert [r["role"] for r in rows[:2]] == ["target", "retain"]
+    assert len(rows) == N_EVALS
+    assert [r["role"] for r in rows] == ["target", "retain"] + ["unlearned"] * N_RUNS + ["relearned"] * N_RUNS
+    relearned, rows = rows[2 + N_RUNS:], rows[:2 + N_RUNS]
     for col in ("benchmark", "model", "entry", "method", "hparams", "seed", "forget_quality", "model_utility",
                 "forget_probability", "forget_rouge", "retain_probability", "train_wall_s"):
         assert col in rows[0], col
@@ -38,6 +42,31 @@ def test_end_to_end_summary(pipeline_dir):
     assert all(float(r["forget_probability"]) < target_p for r in rows[2:])
     png = pipeline_dir / "results/report/tradeoff.png"
     assert png.stat().st_size > 10_000
+    # evaluation suites: one column per metric, a value for every model
+    for r in rows:
+        assert 0.0 <= float(r["forget_mc.accuracy"]) <= 1.0 and int(float(r["forget_mc.n"])) == 6  # 2 people x 3 QA
+        for key in ("forget_exact_memorisation", "forget_extraction_strength", "mia_loss_auc", "mia_minkpp_auc"):
+            assert 0.0 <= float(r[f"memorisation.{key}"]) <= 1.0, key
+        for suite in [s for s in CI_CONFIG["evaluations"] if s not in ("forget_mc", "memorisation")]:
+            metric = {"muse_news": "knowmem_f"}.get(suite, "accuracy")
+            assert r[f"{suite}.{metric}"] != "", (suite, metric)
+    # the target model has memorised the forget answers better than the retain model
+    assert float(rows[0]["memorisation.forget_exact_memorisation"]) > \
+        float(rows[1]["memorisation.forget_exact_memorisation"])
+    assert float(rows[0]["forget_mc.accuracy"]) >= float(rows[1]["forget_mc.accuracy"])
+    if "muse_news" in CI_CONFIG["evaluations"]:
+        assert float(rows[1]["muse_news.privleak"]) == 0.0  # the retain model is its own reference
+    # relearning: same runs, K steps, then evaluated like any model
+    assert {(r["entry"], r["hparams"], r["relearn_steps"]) for r in relearned} == \
+        {(e, h, "3") for e, h in runs}
+    assert all(0.0 <= float(r["forget_quality"]) <= 1.0 for r in relearned)
+    md = (pipeline_dir / "results/report/summary.md").read_text()
+    assert "## forget_mc (tofu_mc)" in md and "## memorisation (memorisation)" in md
+    assert "## Relearning attack" in md
+    plots = {p.name for p in (pipeline_dir / "results/report/plots").iterdir()}
+    assert {"forget_mc.png", "memorisation.png", "relearn.png"} <= plots
+    # relearned weights are temp() as well
+    assert not list((pipeline_dir / "results").rglob("relearn/k3/model"))
     # raw final weights are temp(): removed once converted
     assert not list((pipeline_dir / "results").rglob("final"))
     assert len(list((pipeline_dir / "results").rglob("runs/*/*/model/model.safetensors"))) == N_RUNS
@@ -55,20 +84,34 @@ def test_second_run_does_nothing(pipeline_copy):
 def test_evaluation_setting_reruns_evaluate_and_report_only(pipeline_copy):
     _edit(pipeline_copy, lambda c: c["evaluate"].update(max_new_tokens=6))
     jobs = planned_jobs(run_snakemake(pipeline_copy, "-n"))
-    assert jobs == {"evaluate": 2 + N_RUNS, "report": 1, "all": 1}
+    # relearned weights are temp(): re-evaluating them means redoing the K relearning steps
+    assert jobs == {"evaluate": N_EVALS, "relearn": N_RUNS, "report": 1, "all": 1}
+
+
+def test_suite_setting_reruns_evaluate_suites_and_report_only(pipeline_copy):
+    _edit(pipeline_copy, lambda c: c["evaluations"]["forget_mc"].update(limit=5))
+    jobs = planned_jobs(run_snakemake(pipeline_copy, "-n"))
+    assert jobs == {"evaluate_suites": N_UNITS, "report": 1, "all": 1}
+
+
+def test_relearn_setting_reruns_relearning_only(pipeline_copy):
+    _edit(pipeline_copy, lambda c: c["relearn"].update(lr=1e-3))
+    jobs = planned_jobs(run_snakemake(pipeline_copy, "-n"))
+    assert jobs == {"relearn": N_RUNS, "evaluate": N_RUNS, "report": 1, "all": 1}
 
 
 def test_one_gamma_reruns_only_that_chain(pipeline_copy):
     _edit(pipeline_copy, lambda c: c["methods"]["blur_npo"]["grid"].update(gamma=[0.1, 0.5]))
     jobs = planned_jobs(run_snakemake(pipeline_copy, "-n"))
-    assert jobs == {"unlearn": 1, "convert": 1, "evaluate": 1, "report": 1, "all": 1}
+    assert jobs == {"unlearn": 1, "convert": 1, "evaluate": 2, "evaluate_suites": 1, "relearn": 1,
+                    "report": 1, "all": 1}
 
 
 def test_finetune_epochs_rerun_everything_downstream(pipeline_copy):
     _edit(pipeline_copy, lambda c: c["finetune"].update(epochs=21))
     jobs = planned_jobs(run_snakemake(pipeline_copy, "-n"))
-    assert jobs == {"finetune": 2, "unlearn": N_RUNS, "convert": N_RUNS, "evaluate": 2 + N_RUNS,
-                    "report": 1, "all": 1}
+    assert jobs == {"finetune": 2, "unlearn": N_RUNS, "convert": N_RUNS, "evaluate": N_EVALS,
+                    "evaluate_suites": N_UNITS, "relearn": N_RUNS, "report": 1, "all": 1}
 
 
 def test_unrelated_file_reruns_nothing(pipeline_copy):
@@ -94,8 +137,15 @@ def test_lint_is_clean(tmp_path):
         (lambda c: c["methods"]["blur_npo"]["fixed"].update(gama=0.1), ["gama", "methods.blur_npo", "config.yaml"]),
         (lambda c: c["benchmarks"].update(real={"kind": "tofu", "source": "./no/such/dir"}),
          ["benchmarks.real.source", "./no/such/dir", "config.yaml"]),
+        (lambda c: c["evaluations"].update(x={"kind": "wmpd", "source": "."}), ["evaluations", "wmpd", "config.yaml"]),
+        (lambda c: c["evaluations"].update(x={"kind": "wmdp", "source": ".", "subsett": "bio"}),
+         ["evaluations.x.subsett", "config.yaml"]),
+        (lambda c: c["evaluations"].update(x={"kind": "mmlu", "source": "./no/mmlu"}),
+         ["evaluations.x.source", "./no/mmlu", "config.yaml"]),
+        (lambda c: c["relearn"].update(fraction=0), ["fraction", "config.yaml"]),
     ],
-    ids=["misspelled-key", "wrong-type", "unknown-method", "unknown-hparam", "missing-data-path"],
+    ids=["misspelled-key", "wrong-type", "unknown-method", "unknown-hparam", "missing-data-path",
+         "unknown-suite-kind", "unknown-suite-key", "missing-suite-data", "bad-relearn-fraction"],
 )
 def test_bad_config_fails_before_any_job(tmp_path, mutate, expected):
     cfg = copy.deepcopy(CI_CONFIG)

@@ -8,6 +8,10 @@
 #   R/{bench}/{model}/runs/{entry}/{tag}/             one unlearning run; tag = grid values + seed,
 #                                                     e.g. gamma=0.1@seed=0 (adding a grid value renames nothing)
 #   R/{bench}/{model}/{unit}/eval.json                evaluation of a finetuned model or a run
+#   R/{bench}/{model}/{unit}/suites/{name}.json       extra evaluation suites (config `evaluations`)
+#   R/{bench}/{model}/runs/{entry}/{tag}/relearn/k{K}/  the run fine-tuned K steps on a forget slice
+#                                                     (a unit of its own: eval.json; model/ is temp)
+#   R/relearn_data/{bench}.jsonl                      the forget slice used for relearning
 #   R/report/                                         summary.csv, summary.md, tradeoff.png
 
 import itertools
@@ -115,8 +119,38 @@ def _check_sources():
             config_error(f"model {exp['model']!r} is an embedded tiny model; it can only run on embedded benchmarks")
 
 
+def _check_suites():
+    from blur_core.eval.suites import parse_suite
+
+    suites = {}
+    for name, spec in (config.get("evaluations") or {}).items():
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            config_error(f"evaluations.{name}: suite names may hold only letters, digits, '_', '.', '-'")
+        spec = dict(spec)
+        if spec["kind"] in ("tofu_mc", "memorisation"):
+            if "source" in spec:
+                config_error(f"evaluations.{name}.source: a {spec['kind']} suite uses each experiment's "
+                             "own benchmark; remove `source`")
+            probe = {**spec, "source": "<benchmark>"}
+        else:
+            src = spec.get("source")
+            if src and (src.startswith((".", "/")) or Path(src).exists()) and not Path(src).is_dir():
+                config_error(f"evaluations.{name}.source: directory not found: {src}")
+            probe = spec
+        if "forget_split" in spec:
+            config_error(f"evaluations.{name}.forget_split: set by the experiment's benchmark; remove it")
+        try:
+            parse_suite(probe, f"evaluations.{name}")
+        except ConfigError as exc:
+            config_error(str(exc))
+        suites[name] = spec
+    return suites
+
+
 RUNS = _enumerate_runs()
 _check_sources()
+SUITES = _check_suites()
+RELEARN_STEPS = sorted(set(config.get("relearn", {}).get("steps", [])))
 
 
 # ----------------------------------------------------------------------------- paths
@@ -135,13 +169,24 @@ def finetuned_dir(bench, model, kind):
     return f"{R}/{bench}/{model}/finetune/{kind}"
 
 
-def all_eval_files():
-    files = []
+def all_units():
+    """Every evaluated model's directory: target, retain, each run (and its relearned copies)."""
+    units = []
     for exp in config["experiments"]:
         for kind in ("target", "retain"):
-            files.append(f"{finetuned_dir(exp['benchmark'], exp['model'], kind)}/eval.json")
-    files += [f"{run.dir}/eval.json" for run in RUNS.values()]
+            units.append(finetuned_dir(exp["benchmark"], exp["model"], kind))
+    units += [run.dir for run in RUNS.values()]
+    return units
+
+
+def all_eval_files():
+    files = [f"{unit}/eval.json" for unit in all_units()]
+    files += [f"{run.dir}/relearn/k{k}/eval.json" for run in RUNS.values() for k in RELEARN_STEPS]
     return files
+
+
+def all_suite_files():
+    return [f"{unit}/suites/{name}.json" for unit in all_units() for name in SUITES]
 
 
 def all_train_summaries():
@@ -165,6 +210,63 @@ def target_model_input(wildcards):
 
 def eval_model_input(wildcards):
     return f"{R}/{wildcards.bench}/{wildcards.model}/{wildcards.unit}/model"
+
+
+def suites_json(wildcards):
+    """All suites of one model as the JSON `evaluate-suites --suites-json` takes; the
+    benchmark-bound kinds get the benchmark's dir and forget split."""
+    forget, _ = _split_files(wildcards.bench)
+    suites = {}
+    for name, spec in SUITES.items():
+        spec = dict(spec)
+        if spec["kind"] in ("tofu_mc", "memorisation"):
+            spec.update(source=data_dir(wildcards.bench), forget_split=forget)
+        suites[name] = spec
+    return json.dumps({"suites": suites}, sort_keys=True)
+
+
+def suites_out_dir(wildcards):
+    return f"{R}/{wildcards.bench}/{wildcards.model}/{wildcards.unit}/suites"
+
+
+def suite_outputs():
+    return [f"{R}/{{bench}}/{{model}}/{{unit}}/suites/{name}.json" for name in SUITES]
+
+
+def retain_suites_input(wildcards):
+    """PrivLeak compares against the retain model's AUC (the retain model is its own reference)."""
+    if wildcards.unit == "finetune/retain":
+        return []
+    return [f"{finetuned_dir(wildcards.bench, wildcards.model, 'retain')}/suites/{name}.json" for name in SUITES]
+
+
+def retain_suites_arg(wildcards):
+    if wildcards.unit == "finetune/retain":
+        return "--self-reference"
+    return f"--retain-dir {finetuned_dir(wildcards.bench, wildcards.model, 'retain')}/suites"
+
+
+def relearn_config(wildcards):
+    """sft of an unlearned run for K steps on the forget slice (same prompt format / length)."""
+    rl, un = config["relearn"], config["unlearn"]
+    run = run_of(wildcards)
+    out = f"{run.dir}/relearn/k{wildcards.k}"
+    cfg = {
+        "model": f"{run.dir}/model",
+        "output_dir": out,
+        "final_model_dir": f"{out}/model",
+        "method": {"name": "sft"},
+        "data": {"retain": f"{R}/relearn_data/{run.bench}.jsonl", "max_length": un["max_length"]},
+        "train": {"max_steps": int(wildcards.k), "micro_batch_size": rl["micro_batch_size"],
+                  "lr": rl["lr"], "optimizer": "adamw", "seed": rl["seed"], "max_grad_norm": 1.0,
+                  "dtype": _model_dtype(run.model), "progress": False},
+    }
+    return json.dumps(cfg, sort_keys=True)
+
+
+def relearn_slice_args(wildcards):
+    forget, _ = _split_files(wildcards.bench)
+    return f"--input {data_dir(wildcards.bench)}/{forget}.json --fraction {config['relearn']['fraction']}"
 
 
 def retain_eval_input(wildcards):

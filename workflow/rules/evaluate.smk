@@ -23,3 +23,32 @@ rule evaluate:
     shell:
         "python -m blur_core evaluate --model {input.model} --benchmark-dir {input.data} "
         "{params.args} {params.retain} --out {output} > {log} 2>&1"
+
+
+# The extra suites of config `evaluations` (WMDP / MMLU / MUSE-News / tofu_mc / memorisation),
+# all suites of one model in one job (one model load): suites/{name}.json. PrivLeak is
+# relative to the retain model's AUC, so runs wait for the retain model's suites.
+
+if SUITES:
+
+    rule evaluate_suites:
+        input:
+            model=eval_model_input,
+            data=f"{R}/data/{{bench}}",
+            retain=retain_suites_input,
+        output:
+            suite_outputs(),
+        params:
+            suites=suites_json,
+            retain=retain_suites_arg,
+            out_dir=suites_out_dir,
+        threads: 1
+        log:
+            f"{R}/logs/evaluate_suites/{{bench}}/{{model}}/{{unit}}.log",
+        benchmark:
+            f"{R}/benchmarks/evaluate_suites/{{bench}}/{{model}}/{{unit}}.tsv"
+        conda:
+            "../../envs/blur.yaml"
+        shell:
+            "python -m blur_core evaluate-suites --model {input.model} --suites-json {params.suites:q} "
+            "{params.retain} --out-dir {params.out_dir} > {log} 2>&1"

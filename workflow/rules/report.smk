@@ -1,15 +1,20 @@
-# One row per model (target, retain, every run): summary.csv / summary.md, the forget
-# quality vs model utility trade-off plot, all registered for `snakemake --report`.
+# One row per model (target, retain, every run, every relearned run): summary.csv /
+# summary.md (a TOFU table, one table per evaluation suite, a relearning table), the forget
+# quality vs model utility trade-off plot and per-benchmark plots under plots/, all
+# registered for `snakemake --report`.
 
 
 rule report:
     input:
         evals=all_eval_files(),
         summaries=all_train_summaries(),
+        suites=all_suite_files(),
     output:
         csv=report(f"{R}/report/summary.csv", caption="../report/summary.rst", category="Summary"),
         md=f"{R}/report/summary.md",
         plot=report(f"{R}/report/tradeoff.png", caption="../report/tradeoff.rst", category="Trade-off"),
+        plots=report(directory(f"{R}/report/plots"), patterns=["{name}.png"], caption="../report/plots.rst",
+                     category="Benchmarks"),
     params:
         out_dir=report_out_dir,
     log:

@@ -1,0 +1,42 @@
+# Relearning attack (config `relearn`): each unlearned model is fine-tuned (sft) for K
+# optimizer steps on the first `fraction` of the forget set, then evaluated like any other
+# model (TOFU metrics, forget quality vs the retain model): does the forgotten knowledge
+# come back after a little training? The relearned weights are temp (only eval.json stays).
+
+
+rule relearn_data:
+    input:
+        f"{R}/data/{{bench}}",
+    output:
+        f"{R}/relearn_data/{{bench}}.jsonl",
+    params:
+        args=relearn_slice_args,
+    log:
+        f"{R}/logs/relearn_data/{{bench}}.log",
+    conda:
+        "../../envs/blur.yaml"
+    shell:
+        "python -m blur_core slice-data {params.args} --out {output} > {log} 2>&1"
+
+
+rule relearn:
+    input:
+        model=f"{R}/{{bench}}/{{model}}/runs/{{entry}}/{{tag}}/model",
+        data=f"{R}/relearn_data/{{bench}}.jsonl",
+    output:
+        model=temp(directory(f"{R}/{{bench}}/{{model}}/runs/{{entry}}/{{tag}}/relearn/k{{k}}/model")),
+        summary=f"{R}/{{bench}}/{{model}}/runs/{{entry}}/{{tag}}/relearn/k{{k}}/summary.json",
+    params:
+        cfg=relearn_config,
+    threads: 1
+    resources:
+        gpu=config["unlearn"]["gpus"],
+        gres=f"gpu:{config['unlearn']['gpus']}" if config["unlearn"]["gpus"] > 0 else "",
+    log:
+        f"{R}/logs/relearn/{{bench}}/{{model}}/{{entry}}/{{tag}}/k{{k}}.log",
+    benchmark:
+        f"{R}/benchmarks/relearn/{{bench}}/{{model}}/{{entry}}/{{tag}}/k{{k}}.tsv"
+    conda:
+        "../../envs/blur.yaml"
+    shell:
+        "python -m blur_core unlearn --config-json {params.cfg:q} > {log} 2>&1"
