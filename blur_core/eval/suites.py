@@ -70,7 +70,9 @@ class SuiteConfig:
     metrics: list[str] = checked(default_factory=lambda: list(MUSE_METRICS), doc="muse metrics")
     mia: bool = checked(True, doc="muse: also the MIA suite on privleak forget vs holdout")
     batch_size: int = checked(16, check=at_least(1))
-    max_length: int = checked(512, check=at_least(8), doc="token limit per scored sequence")
+    max_length: int | None = checked(None, check=lambda v: None if v is None or v >= 8 else "must be >= 8",
+                                     doc="token limit per scored sequence; null: 512, for wmdp/mmlu the "
+                                         "model's context length (as lm-eval)")
     max_new_tokens: int = checked(32, check=at_least(1), doc="tofu: answer length; muse: knowmem")
     verbmem_max_new_tokens: int = checked(128, check=at_least(1))
     privleak_max_length: int = checked(2048, check=at_least(8))
@@ -173,7 +175,7 @@ def _run_mc(cfg: SuiteConfig, model, tokenizer, fmt) -> dict:
         sets = load_tofu_eval_sets(cfg.source, cfg.forget_split)
         items = tofu_mc_items(sets[_tofu_set_key(cfg.set, sets)], cfg.set, cfg.seed)
         items = mcdata.select_items(items, cfg.limit, seed=cfg.seed)
-        return _mc_result(cloze_mc(model, tokenizer, items, fmt, cfg.batch_size, cfg.max_length))
+        return _mc_result(cloze_mc(model, tokenizer, items, fmt, cfg.batch_size, cfg.max_length or 512))
     from blur_core.eval.mc import evaluate_mc
 
     if cfg.kind == "wmdp":
@@ -182,6 +184,7 @@ def _run_mc(cfg: SuiteConfig, model, tokenizer, fmt) -> dict:
         items = mcdata.load_mmlu(cfg.source, split=cfg.split, subjects=cfg.subjects)
     items = mcdata.select_items(items, cfg.limit, seed=cfg.seed)
     result = evaluate_mc(model, tokenizer, items, batch_size=cfg.batch_size, max_length=cfg.max_length)
+    # (max_length None: evaluate_mc resolves the model's context length, as lm-eval does)
     return _mc_result(result)
 
 
@@ -248,7 +251,7 @@ def _run_memorisation(cfg: SuiteConfig, model, tokenizer, fmt) -> dict:
     sets = load_tofu_eval_sets(cfg.source, cfg.forget_split)
     records = sets[_tofu_set_key(cfg.set, sets)][:cfg.limit]
     mem = qa_memorisation(model, tokenizer, [r["question"] for r in records], [r["answer"] for r in records],
-                          fmt=fmt, batch_size=cfg.batch_size, max_length=cfg.max_length)
+                          fmt=fmt, batch_size=cfg.batch_size, max_length=cfg.max_length or 512)
     em, es = list(mem["em"]), list(mem["es"])
     out = {"metrics": {f"{cfg.set}_exact_memorisation": sum(em) / len(em),
                        f"{cfg.set}_extraction_strength": sum(es) / len(es), "n": len(em)},
@@ -261,7 +264,7 @@ def _run_memorisation(cfg: SuiteConfig, model, tokenizer, fmt) -> dict:
             return f"{fmt.prompt_template.format(question=r['question'])} {r['answer']}"
 
         mia = mia_suite(model, tokenizer, [text(r) for r in records], [text(r) for r in holdout],
-                        batch_size=cfg.batch_size, max_length=cfg.max_length)
+                        batch_size=cfg.batch_size, max_length=cfg.max_length or 512)
         out["mia"] = mia
         out["metrics"].update({f"mia_{attack}_auc": value for attack, value in mia["auc"].items()})
     return out
@@ -274,7 +277,7 @@ def _run_tofu(cfg: SuiteConfig, model, tokenizer, fmt) -> dict:
     if cfg.limit:
         sets = {k: v[:cfg.limit] for k, v in sets.items()}
     result = evaluate_tofu(model, tokenizer, sets, fmt, batch_size=cfg.batch_size,
-                           max_new_tokens=cfg.max_new_tokens, max_length=cfg.max_length)
+                           max_new_tokens=cfg.max_new_tokens, max_length=cfg.max_length or 512)
     metrics = {"model_utility": result["model_utility"]}
     for s, aggs in result["aggregates"].items():
         for m, v in aggs.items():

@@ -79,3 +79,19 @@ def test_evaluate_suites_cli_writes_one_json_per_suite_and_a_table(target_model,
                  "--out-dir", str(tmp_path / "o2")]) == 2
     assert "suites.x.sett" in capsys.readouterr().err
     assert not (tmp_path / "o2").exists()
+
+
+@pytest.mark.slow
+def test_real_tofu_suites_run_on_smollm2(smollm2_dir, shared_data):
+    """CI-sized: the TOFU-side suites on the real TOFU copy with SmolLM2 (a few items)."""
+    model, tok = load_model(str(smollm2_dir)), load_tokenizer(str(smollm2_dir))
+    common = {"source": str(shared_data / "tofu"), "forget_split": "forget01", "batch_size": 8, "max_length": 128}
+    tofu = run_suite("t", parse_suite({**common, "kind": "tofu", "limit": 2, "max_new_tokens": 8}), model, tok)
+    assert set(tofu["tofu"]["per_example"]) == {"forget", "retain", "real_authors", "world_facts"}
+    assert all(len(rows) == 2 for rows in tofu["tofu"]["per_example"].values())
+    assert 0.0 <= tofu["metrics"]["model_utility"] <= 1.0
+    mc = run_suite("m", parse_suite({**common, "kind": "tofu_mc", "set": "world_facts", "limit": 4}), model, tok)
+    assert mc["metrics"]["n"] == 4 and all(len(r["loglik"]) == 4 for r in mc["per_example"])
+    mem = run_suite("e", parse_suite({**common, "kind": "memorisation", "limit": 3}), model, tok)
+    assert mem["metrics"]["n"] == 3 and "mia_loss_auc" not in mem["metrics"]  # no holdout01.json here
+    assert 0.0 <= mem["metrics"]["forget_exact_memorisation"] <= 1.0

@@ -26,6 +26,10 @@ SLURM_CONFIG["unlearn"]["gpus"] = 1
 SLURM_CONFIG["unlearn"]["train"]["save_every"] = 2
 SLURM_CONFIG["methods"]["graddiff"]["train"] = {"max_steps": 300, "save_every": 10}
 LONG_RUN = "results/embedded/tiny/runs/graddiff/retain_weight=1@seed=0"
+# one cheap suite (its rule must go to a GPU too); the real-data suites and relearning
+# are covered by tests/pipeline and only add SLURM polling time here
+SLURM_CONFIG["evaluations"] = {"memorisation": {"kind": "memorisation"}}
+SLURM_CONFIG["relearn"] = {"steps": []}
 
 # the test variant of slurm/config.yaml: what a cluster without slurmdbd and a 2-core
 # node needs (DESIGN.md section 7), everything else as in the real profile
@@ -45,7 +49,7 @@ def _test_profile(dst: Path) -> Path:
     prof = yaml.safe_load((REPO / "slurm/config.yaml").read_text())
     prof.update(PROFILE_OVERRIDES)
     prof["default-resources"] = {"runtime": 30, "mem_mb": 1000}
-    prof["set-threads"] = {"unlearn": 1, "finetune": 2, "evaluate": 1}
+    prof["set-threads"] = {"unlearn": 1, "finetune": 2, "evaluate": 1, "evaluate_suites": 1, "relearn": 1}
     for res in prof["set-resources"].values():
         res["mem_mb"] = 1000
         res["runtime"] = 30

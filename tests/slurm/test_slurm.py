@@ -41,6 +41,8 @@ def test_pipeline_on_slurm_requests_gpus_and_sees_them(slurm_pipeline):
     unlearn_calls = [ln for ln in sbatch if "rule_unlearn" in ln]
     assert len(unlearn_calls) == len(RUNS), "\n".join(sbatch)
     assert all("--gres=gpu:1" in ln for ln in unlearn_calls), "\n".join(unlearn_calls)
+    suite_calls = [ln for ln in sbatch if "rule_evaluate_suites" in ln]
+    assert len(suite_calls) == 2 + len(RUNS) and all("--gres=gpu:1" in ln for ln in suite_calls)
     for rule in ("prepare_data", "prepare_embedded_model", "convert", "report"):
         calls = [ln for ln in sbatch if f"rule_{rule}" in ln]
         assert calls and not any("gpu" in ln.split("--wrap")[0] for ln in calls), "\n".join(calls)
