@@ -40,9 +40,14 @@ GRID10 = [0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0]
 WEIGHTS10 = [0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 32.0]
 
 
-def sweep_config() -> dict:
-    """config.yaml with 10 entries x 10 grid values x 10 seeds = 1,000 unlearning runs."""
+def sweep_config(core: bool = False) -> dict:
+    """config.yaml with 10 entries x 10 grid values x 10 seeds = 1,000 unlearning runs;
+    ``core``: without the evaluation suites and the relearning attack (unlearn, convert,
+    evaluate per run: the sweep's shape before those stages existed)."""
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    if core:
+        cfg["evaluations"] = {}
+        cfg["relearn"] = {"steps": []}
     blur = lambda **fixed: {"method": "blur", "fixed": fixed, "grid": {"gamma": GRID10}}  # noqa: E731
     weighted = lambda method, **fixed: {"method": method, "fixed": fixed, "grid": {"retain_weight": WEIGHTS10}}  # noqa: E731
     cfg["methods"] = {
@@ -107,10 +112,10 @@ def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def dry_run(reps: int) -> None:
+def dry_run(reps: int, core: bool = False) -> None:
     work = Path(tempfile.mkdtemp(prefix="pipeline_dry_"))
     cfg_path = work / "config.yaml"
-    cfg_path.write_text(yaml.safe_dump(sweep_config(), sort_keys=False))
+    cfg_path.write_text(yaml.safe_dump(sweep_config(core), sort_keys=False))
     load0, walls, cpus, jobs = _load(), [], [], None
     for _ in range(reps):
         wall, proc = _snakemake(work, cfg_path, "-n")
@@ -118,7 +123,8 @@ def dry_run(reps: int) -> None:
         cpus.append(round(LAST_CPU[0], 2))
         jobs = _jobs(proc) or jobs
     shutil.rmtree(work, ignore_errors=True)
-    _record("dry_run", {"walls_s": walls, "cpu_s": cpus, "jobs": jobs, "runs": 1000, "load": [load0, _load()]})
+    _record("dry_run_core" if core else "dry_run",
+            {"walls_s": walls, "cpu_s": cpus, "jobs": jobs, "runs": 1000, "load": [load0, _load()]})
 
 
 def noop(workdir: Path, configfile: Path, part: str = "noop", reps: int = 2) -> None:
@@ -151,12 +157,15 @@ def _fmt_load(load) -> str:
 
 def write_table(store: dict) -> None:
     rows = []
-    if "dry_run" in store:
-        d = store["dry_run"]
-        rows.append(f"| `snakemake -n` on a 1,000-run sweep ({d['jobs']} jobs planned, nothing on disk) | "
+    for part, what, flag in (("dry_run_core", "unlearn/convert/evaluate only", " --core"),
+                             ("dry_run", "with the default's evaluation suites and relearning", "")):
+        if part not in store:
+            continue
+        d = store[part]
+        rows.append(f"| `snakemake -n` on a 1,000-run sweep, {what} ({d['jobs']} jobs planned, nothing on disk) | "
                     f"<= 15 s | {', '.join(f'{w:.1f}' for w in d['walls_s'])} s | "
                     f"{', '.join(f'{c:.1f}' for c in d.get('cpu_s', []))} s | {_fmt_load(d['load'])} | "
-                    f"`python benchmarks/pipeline_bench.py dry-run` |")
+                    f"`python benchmarks/pipeline_bench.py dry-run{flag}` |")
     for part, what in (("noop", "no-op rerun of the default pipeline (repo `results/`, completed)"),
                        ("noop_after_e2e", "no-op rerun right after the end-to-end run below")):
         if part in store:
@@ -168,8 +177,8 @@ def write_table(store: dict) -> None:
     if "e2e" in store:
         d = store["e2e"]
         m, s = divmod(d["wall_s"], 60)
-        rows.append(f"| default experiment end to end (`config.yaml`, {d['jobs']} jobs, 2 cores) | 2 min 27 s "
-                    f"(lead, idle machine) | {int(m)} min {s:.0f} s | {d.get('cpu_s', float('nan')):.0f} s | "
+        rows.append(f"| default experiment end to end (`config.yaml`, {d['jobs']} jobs, 2 cores) | minutes "
+                    f"(4 min 9 s, 65 jobs, idle, 2026-11-28 08:43) | {int(m)} min {s:.0f} s | {d.get('cpu_s', float('nan')):.0f} s | "
                     f"{_fmt_load(d['load'])} | "
                     f"`python benchmarks/pipeline_bench.py e2e` |")
     text = "\n".join([
@@ -188,11 +197,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("part", choices=["dry-run", "noop", "e2e", "table"])
     ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--core", action="store_true", help="dry-run: without evaluation suites and relearning")
     ap.add_argument("--workdir", default=str(REPO), help="noop: a directory holding a completed results/")
     ap.add_argument("--configfile", default=str(REPO / "config.yaml"))
     args = ap.parse_args()
     if args.part == "dry-run":
-        dry_run(args.reps)
+        dry_run(args.reps, core=args.core)
     elif args.part == "noop":
         noop(Path(args.workdir), Path(args.configfile), reps=args.reps)
     elif args.part == "e2e":
