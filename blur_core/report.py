@@ -255,7 +255,7 @@ def plot_suites(rows: list[dict], out_dir: str | Path) -> list[Path]:
     for r in main_rows:
         kinds.update(r.get("_suite_kinds", {}))
     for suite, kind in kinds.items():
-        have = [r for r in main_rows if f"{suite}." in " ".join(k for k in r if "." in k)]
+        have = [r for r in main_rows if any(k.startswith(f"{suite}.") for k in r)]
         if kind == "muse" and all(r.get(f"{suite}.knowmem_f") is not None and r.get(f"{suite}.knowmem_r")
                                   is not None for r in have):
             fig, ax = plt.subplots(figsize=(7, 5.5))
