@@ -146,12 +146,21 @@ def cmd_import_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
+def _load_for_eval(args: argparse.Namespace):
+    """(model, tokenizer, QAFormat, device) from the options of :func:`_add_model_options`."""
     import torch
 
     from blur_core.data import QAFormat
-    from blur_core.eval.tofu import add_forget_quality, evaluate_tofu, load_tofu_eval_sets
     from blur_core.models import load_model, load_tokenizer
+
+    fmt = QAFormat(prompt_template=args.prompt_template,
+                   use_chat_template={"auto": None, "on": True, "off": False}[args.chat_template])
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return load_model(args.model, dtype=args.dtype, device=device), load_tokenizer(args.model), fmt, device
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from blur_core.eval.tofu import add_forget_quality, evaluate_tofu, load_tofu_eval_sets
 
     if args.limit is not None and args.limit < 1:
         raise SystemExit(f"--limit must be >= 1, got {args.limit}")
@@ -162,11 +171,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: {exc}") from None
     if args.limit is not None:
         sets = {name: records[:args.limit] for name, records in sets.items()}
-    fmt = QAFormat(prompt_template=args.prompt_template,
-                   use_chat_template={"auto": None, "on": True, "off": False}[args.chat_template])
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_model(args.model, dtype=args.dtype, device=device)
-    result = evaluate_tofu(model, load_tokenizer(args.model), sets, fmt, batch_size=args.batch_size,
+    model, tokenizer, fmt, _ = _load_for_eval(args)
+    result = evaluate_tofu(model, tokenizer, sets, fmt, batch_size=args.batch_size,
                            max_new_tokens=args.max_new_tokens, max_length=args.max_length)
     if reference is not None or args.self_reference:
         try:
@@ -224,9 +230,7 @@ def cmd_evaluate_suites(args: argparse.Namespace) -> int:
 
     import torch
 
-    from blur_core.data import QAFormat
     from blur_core.eval.suites import run_suite, write_result
-    from blur_core.models import load_model, load_tokenizer
 
     suites = _load_suites(args)
     references = {}
@@ -235,12 +239,8 @@ def cmd_evaluate_suites(args: argparse.Namespace) -> int:
             path = Path(args.retain_dir) / f"{name}.json"
             if path.exists():
                 references[name] = json.loads(path.read_text())
-    fmt = QAFormat(prompt_template=args.prompt_template,
-                   use_chat_template={"auto": None, "on": True, "off": False}[args.chat_template])
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     start = time.perf_counter()
-    model = load_model(args.model, dtype=args.dtype, device=device)
-    tokenizer = load_tokenizer(args.model)
+    model, tokenizer, fmt, device = _load_for_eval(args)
     rows, load_s = [], time.perf_counter() - start
     for name, cfg in suites.items():
         print(f"== suite {name} ({cfg.kind}) ...", flush=True)
@@ -302,6 +302,16 @@ def cmd_convert(args: argparse.Namespace) -> int:
     out = convert_checkpoint(args.ckpt_dir, args.out_dir, hf_dir=args.hf_dir, tag=args.tag)
     print(f"HF model dir: {out}")
     return 0
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    """Prompt format, dtype and device of the evaluation commands (read by :func:`_load_for_eval`)."""
+    p.add_argument("--prompt-template", default="Question: {question}\nAnswer:",
+                   help="as data.prompt_template in training (used without a chat template)")
+    p.add_argument("--chat-template", choices=("auto", "on", "off"), default="auto",
+                   help="as data.use_chat_template in training (auto: iff the tokenizer has one)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    p.add_argument("--device", help="default: cuda if available, else cpu")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -380,12 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--limit", type=int, help="evaluate only the first N items of each set (quick runs)")
-    p.add_argument("--prompt-template", default="Question: {question}\nAnswer:",
-                   help="as data.prompt_template in training (used without a chat template)")
-    p.add_argument("--chat-template", choices=("auto", "on", "off"), default="auto",
-                   help="as data.use_chat_template in training (auto: iff the tokenizer has one)")
-    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
-    p.add_argument("--device", help="default: cuda if available, else cpu")
+    _add_model_options(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("evaluate-suites", help="WMDP / MMLU / MUSE-News / memorisation / TOFU suites of one "
@@ -403,11 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     ref = p.add_mutually_exclusive_group()
     ref.add_argument("--retain-dir", help="the retain model's suite results (NAME.json): PrivLeak's AUC reference")
     ref.add_argument("--self-reference", action="store_true", help="this is the retain model (PrivLeak = 0)")
-    p.add_argument("--prompt-template", default="Question: {question}\nAnswer:",
-                   help="QA prompt (TOFU-style suites, used without a chat template)")
-    p.add_argument("--chat-template", choices=("auto", "on", "off"), default="auto")
-    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
-    p.add_argument("--device", help="default: cuda if available, else cpu")
+    _add_model_options(p)
     p.set_defaults(func=cmd_evaluate_suites)
 
     p = sub.add_parser("slice-data", help="the first N / a fraction of a record file -> JSON lines")

@@ -304,7 +304,7 @@ def plot_suites(rows: list[dict], out_dir: str | Path) -> list[Path]:
                 ax.annotate("", (x1, i), (x0, i), arrowprops={"arrowstyle": "->", "color": "tab:red"})
                 ax.scatter([x0], [i], color="tab:blue", zorder=3, label="unlearned" if i == 0 else None)
                 ax.scatter([x1], [i], color="tab:red", zorder=3,
-                           label=f"after relearning" if i == 0 else None)
+                           label="after relearning" if i == 0 else None)
         for r in main_rows:
             if r["role"] in ("target", "retain") and r.get("forget_probability") is not None:
                 ax.axvline(r["forget_probability"], ls="--", lw=1,

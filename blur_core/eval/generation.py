@@ -16,7 +16,7 @@ import torch
 from blur_core.data import QAFormat, encode_prompt
 from blur_core.eval.likelihood import length_sorted_batches, model_device
 
-__all__ = ["greedy_generate", "left_pad"]
+__all__ = ["generate_from_ids", "greedy_generate", "left_pad"]
 
 
 def left_pad(sequences: Sequence[Sequence[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,7 +83,30 @@ def greedy_generate(
     if tokenizer.pad_token_id is None:
         raise ValueError("greedy_generate needs tokenizer.pad_token_id (see models.load_tokenizer)")
     prompts = [encode_prompt(tokenizer, q, fmt) for q in questions]
-    answers: list[str] = [""] * len(prompts)
+    return [text.strip() for text in generate_from_ids(model, tokenizer, prompts, batch_size, max_new_tokens)]
+
+
+@torch.no_grad()
+def generate_from_ids(
+    model,
+    tokenizer,
+    prompts: Sequence[Sequence[int]],
+    batch_size: int,
+    max_new_tokens: int,
+    **decode_kwargs,
+) -> list[str]:
+    """Greedy continuations of tokenised prompts, in length-sorted left-padded batches.
+
+    ``model.generate(do_sample=False, num_beams=1, max_new_tokens=...)`` with the
+    attention mask (position ids follow it), stopping a row at EOS; only the new tokens
+    are decoded, with ``skip_special_tokens=True`` and ``decode_kwargs`` (e.g.
+    ``clean_up_tokenization_spaces``). The shared core of :func:`greedy_generate` (QA
+    prompts) and :func:`blur_core.eval.muse.generate_raw` (raw-text prompts).
+
+    Returns:
+        ``N`` decoded strings (not stripped) in the order of ``prompts``.
+    """
+    outputs: list[str] = [""] * len(prompts)
     model.eval()
     device = model_device(model)
     for batch in length_sorted_batches([len(p) for p in prompts], batch_size):
@@ -96,8 +119,8 @@ def greedy_generate(
             max_new_tokens=max_new_tokens,
             pad_token_id=tokenizer.pad_token_id,
         )
-        new_tokens = output[:, input_ids.shape[1]:].cpu()
-        texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        texts = tokenizer.batch_decode(output[:, input_ids.shape[1]:].cpu(), skip_special_tokens=True,
+                                       **decode_kwargs)
         for i, text in zip(batch, texts):
-            answers[i] = text.strip()
-    return answers
+            outputs[i] = text
+    return outputs

@@ -17,7 +17,7 @@ import torch
 from blur_core.data import QAFormat, encode_qa, pad_collate
 from blur_core.losses import sequence_logprobs
 
-__all__ = ["answer_nll", "length_sorted_batches", "model_device"]
+__all__ = ["answer_nll", "length_sorted_batches", "model_device", "teacher_forced_batches"]
 
 
 def model_device(model) -> torch.device:
@@ -72,6 +72,27 @@ def _encode_all(tokenizer, questions: Sequence[str], answers: Sequence[str], fmt
     return encoded
 
 
+def teacher_forced_batches(model, tokenizer, questions: Sequence[str], answers: Sequence[str],
+                           fmt: QAFormat, batch_size: int, max_length: int):
+    """Yield ``(indices, logits [B, T, V], labels [B, T])`` for QA pairs encoded as in
+    training (:func:`_encode_all`), length-sorted and right-padded, one forward pass per
+    batch; ``indices`` are the batch rows' positions in the inputs. Call under
+    ``torch.no_grad()``. The shared loop of :func:`answer_nll` and
+    :func:`blur_core.eval.mia.qa_memorisation`.
+    """
+    _check_pairs(questions, answers)
+    encoded = _encode_all(tokenizer, questions, answers, fmt, max_length)
+    if not encoded:
+        return
+    model.eval()
+    device = model_device(model)
+    for batch in length_sorted_batches([len(e["input_ids"]) for e in encoded], batch_size):
+        padded = pad_collate([encoded[i] for i in batch], tokenizer.pad_token_id)
+        logits = model(input_ids=padded["input_ids"].to(device),
+                       attention_mask=padded["attention_mask"].to(device)).logits
+        yield batch, logits, padded["labels"].to(logits.device)
+
+
 @torch.no_grad()
 def answer_nll(
     model,
@@ -104,17 +125,9 @@ def answer_nll(
         ValueError: mismatched lengths, a non-string input, a bad ``batch_size``, or a
             prompt that leaves no room for the answer within ``max_length``.
     """
-    _check_pairs(questions, answers)
-    encoded = _encode_all(tokenizer, questions, answers, fmt, max_length)
-    out = torch.empty(len(encoded), dtype=torch.float32)
-    if not encoded:
-        return out
-    model.eval()
-    device = model_device(model)
-    for batch in length_sorted_batches([len(e["input_ids"]) for e in encoded], batch_size):
-        padded = pad_collate([encoded[i] for i in batch], tokenizer.pad_token_id)
-        logits = model(input_ids=padded["input_ids"].to(device),
-                       attention_mask=padded["attention_mask"].to(device)).logits
-        seq_logprob, n_tokens = sequence_logprobs(logits, padded["labels"].to(device))
+    out = torch.empty(len(questions), dtype=torch.float32)
+    for batch, logits, labels in teacher_forced_batches(model, tokenizer, questions, answers, fmt,
+                                                        batch_size, max_length):
+        seq_logprob, n_tokens = sequence_logprobs(logits, labels)
         out[torch.tensor(batch)] = (-seq_logprob / n_tokens.clamp(min=1.0)).float().cpu()
     return out

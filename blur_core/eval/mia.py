@@ -42,8 +42,8 @@ from dataclasses import dataclass
 
 import torch
 
-from blur_core.data import IGNORE_INDEX, QAFormat, pad_collate
-from blur_core.eval.likelihood import _check_pairs, _encode_all, length_sorted_batches, model_device
+from blur_core.data import IGNORE_INDEX, QAFormat
+from blur_core.eval.likelihood import length_sorted_batches, model_device, teacher_forced_batches
 
 __all__ = [
     "MIA_SCORES",
@@ -235,6 +235,22 @@ def scores_from_stats(stats: TokenStats, text: str, k: float = 0.4) -> dict[str,
     }
 
 
+def _finite_score_arrays(caller: str, *named_scores):
+    """Each ``(name, scores)`` as a flat float64 array; ValueError for an empty set or a
+    non-finite score (naming ``caller``, the set and the index)."""
+    import numpy as np
+
+    arrays = [np.asarray(scores, dtype=np.float64).ravel() for _, scores in named_scores]
+    if any(a.size == 0 for a in arrays):
+        sizes = " and ".join(str(a.size) for a in arrays)
+        raise ValueError(f"{caller} needs {' and '.join(n for n, _ in named_scores)} scores, got {sizes}")
+    for (name, _), arr in zip(named_scores, arrays):
+        bad = np.flatnonzero(~np.isfinite(arr))
+        if bad.size:
+            raise ValueError(f"{name} score {int(bad[0])} is not finite: {arr[bad[0]]}")
+    return arrays
+
+
 def auc(member_scores, nonmember_scores) -> float:
     """ROC AUC with members as the positive class: ``P(s_member > s_nonmember) + 0.5 P(tie)``.
 
@@ -247,14 +263,7 @@ def auc(member_scores, nonmember_scores) -> float:
     import numpy as np
     from sklearn.metrics import roc_auc_score
 
-    m = np.asarray(member_scores, dtype=np.float64).ravel()
-    nm = np.asarray(nonmember_scores, dtype=np.float64).ravel()
-    if m.size == 0 or nm.size == 0:
-        raise ValueError(f"auc needs members and non-members, got {m.size} and {nm.size}")
-    for name, arr in (("member", m), ("nonmember", nm)):
-        bad = np.flatnonzero(~np.isfinite(arr))
-        if bad.size:
-            raise ValueError(f"{name} score {int(bad[0])} is not finite: {arr[bad[0]]}")
+    m, nm = _finite_score_arrays("auc", ("member", member_scores), ("nonmember", nonmember_scores))
     y = np.concatenate([np.ones(m.size), np.zeros(nm.size)])
     return float(roc_auc_score(y, np.concatenate([m, nm])))
 
@@ -349,17 +358,11 @@ def qa_memorisation(
     Returns:
         ``{"em": [N], "es": [N]}`` floats in input order.
     """
-    _check_pairs(questions, answers)
-    encoded = _encode_all(tokenizer, questions, answers, fmt, max_length)
-    em = [math.nan] * len(encoded)
-    es = [math.nan] * len(encoded)
-    model.eval()
-    device = model_device(model)
-    for batch in length_sorted_batches([len(e["input_ids"]) for e in encoded], batch_size):
-        padded = pad_collate([encoded[i] for i in batch], tokenizer.pad_token_id)
-        logits = model(input_ids=padded["input_ids"].to(device),
-                       attention_mask=padded["attention_mask"].to(device)).logits
-        b_em, b_es = memorisation_from_logits(logits, padded["labels"].to(logits.device))
+    em = [math.nan] * len(questions)
+    es = [math.nan] * len(questions)
+    for batch, logits, labels in teacher_forced_batches(model, tokenizer, questions, answers, fmt,
+                                                        batch_size, max_length):
+        b_em, b_es = memorisation_from_logits(logits, labels)
         for row, i in enumerate(batch):
             em[i], es[i] = float(b_em[row]), float(b_es[row])
     return {"em": em, "es": es}

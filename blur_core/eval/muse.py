@@ -43,9 +43,8 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from blur_core.eval.generation import left_pad
-from blur_core.eval.likelihood import length_sorted_batches, model_device
-from blur_core.eval.mia import min_k, token_statistics
+from blur_core.eval.generation import generate_from_ids
+from blur_core.eval.mia import _check_positive_int, _finite_score_arrays, min_k, token_statistics
 
 __all__ = [
     "KNOWMEM_STOP_WORDS",
@@ -122,11 +121,6 @@ def truncate_to_tokens(tokenizer, text: str, n_tokens: int) -> str:
     return tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=True)
 
 
-def _check_positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
 @torch.no_grad()
 def generate_raw(
     model,
@@ -159,24 +153,8 @@ def generate_raw(
     if tokenizer.pad_token_id is None:
         raise ValueError("generate_raw needs tokenizer.pad_token_id (see models.load_tokenizer)")
     encoded = [tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]
-    outputs = [""] * len(encoded)
-    model.eval()
-    device = model_device(model)
-    for batch in length_sorted_batches([len(e) for e in encoded], batch_size):
-        input_ids, attention_mask = left_pad([encoded[i] for i in batch], tokenizer.pad_token_id)
-        generated = model.generate(
-            input_ids=input_ids.to(device),
-            attention_mask=attention_mask.to(device),
-            do_sample=False,
-            num_beams=1,
-            max_new_tokens=max_new_tokens,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-        texts = tokenizer.batch_decode(generated[:, input_ids.shape[1]:].cpu(), skip_special_tokens=True,
-                                       clean_up_tokenization_spaces=True)
-        for i, text in zip(batch, texts):
-            outputs[i] = text
-    return outputs
+    return generate_from_ids(model, tokenizer, encoded, batch_size, max_new_tokens,
+                             clean_up_tokenization_spaces=True)
 
 
 def muse_min_k_score(logprob, k: float = PRIVLEAK_K) -> float:
@@ -198,14 +176,7 @@ def muse_privleak_auc(forget_scores, holdout_scores) -> float:
     from sklearn.metrics import auc as sk_auc
     from sklearn.metrics import roc_curve
 
-    f = np.asarray(forget_scores, dtype=np.float64).ravel()
-    h = np.asarray(holdout_scores, dtype=np.float64).ravel()
-    if f.size == 0 or h.size == 0:
-        raise ValueError(f"muse_privleak_auc needs forget and holdout scores, got {f.size} and {h.size}")
-    for name, arr in (("forget", f), ("holdout", h)):
-        bad = np.flatnonzero(~np.isfinite(arr))
-        if bad.size:
-            raise ValueError(f"{name} score {int(bad[0])} is not finite: {arr[bad[0]]}")
+    f, h = _finite_score_arrays("muse_privleak_auc", ("forget", forget_scores), ("holdout", holdout_scores))
     y = np.array([0] * f.size + [1] * h.size)
     fpr, tpr, _ = roc_curve(y, -np.concatenate([f, h]))
     return float(sk_auc(fpr, tpr))
