@@ -79,6 +79,11 @@ class SuiteConfig:
     privleak_batch_size: int = checked(2, check=at_least(1), doc="texts per forward pass on PrivLeak / MIA "
                                        "passages (~2k tokens: logits are batch x length x vocab floats)")
 
+    @property
+    def qa_max_length(self) -> int:
+        """The token limit of the QA-style suites (tofu, tofu_mc, memorisation): max_length or 512."""
+        return self.max_length or 512
+
     def validate(self, where: str = "") -> None:
         prefix = f"{where}." if where else ""
         if not self.source:
@@ -175,7 +180,7 @@ def _run_mc(cfg: SuiteConfig, model, tokenizer, fmt) -> dict:
         sets = load_tofu_eval_sets(cfg.source, cfg.forget_split)
         items = tofu_mc_items(sets[_tofu_set_key(cfg.set, sets)], cfg.set, cfg.seed)
         items = mcdata.select_items(items, cfg.limit, seed=cfg.seed)
-        return _mc_result(cloze_mc(model, tokenizer, items, fmt, cfg.batch_size, cfg.max_length or 512))
+        return _mc_result(cloze_mc(model, tokenizer, items, fmt, cfg.batch_size, cfg.qa_max_length))
     from blur_core.eval.mc import evaluate_mc
 
     if cfg.kind == "wmdp":
@@ -251,7 +256,7 @@ def _run_memorisation(cfg: SuiteConfig, model, tokenizer, fmt) -> dict:
     sets = load_tofu_eval_sets(cfg.source, cfg.forget_split)
     records = sets[_tofu_set_key(cfg.set, sets)][:cfg.limit]
     mem = qa_memorisation(model, tokenizer, [r["question"] for r in records], [r["answer"] for r in records],
-                          fmt=fmt, batch_size=cfg.batch_size, max_length=cfg.max_length or 512)
+                          fmt=fmt, batch_size=cfg.batch_size, max_length=cfg.qa_max_length)
     em, es = list(mem["em"]), list(mem["es"])
     out = {"metrics": {f"{cfg.set}_exact_memorisation": sum(em) / len(em),
                        f"{cfg.set}_extraction_strength": sum(es) / len(es), "n": len(em)},
@@ -264,7 +269,7 @@ def _run_memorisation(cfg: SuiteConfig, model, tokenizer, fmt) -> dict:
             return f"{fmt.prompt_template.format(question=r['question'])} {r['answer']}"
 
         mia = mia_suite(model, tokenizer, [text(r) for r in records], [text(r) for r in holdout],
-                        batch_size=cfg.batch_size, max_length=cfg.max_length or 512)
+                        batch_size=cfg.batch_size, max_length=cfg.qa_max_length)
         out["mia"] = mia
         out["metrics"].update({f"mia_{attack}_auc": value for attack, value in mia["auc"].items()})
     return out
@@ -277,7 +282,7 @@ def _run_tofu(cfg: SuiteConfig, model, tokenizer, fmt) -> dict:
     if cfg.limit:
         sets = {k: v[:cfg.limit] for k, v in sets.items()}
     result = evaluate_tofu(model, tokenizer, sets, fmt, batch_size=cfg.batch_size,
-                           max_new_tokens=cfg.max_new_tokens, max_length=cfg.max_length or 512)
+                           max_new_tokens=cfg.max_new_tokens, max_length=cfg.qa_max_length)
     metrics = {"model_utility": result["model_utility"]}
     for s, aggs in result["aggregates"].items():
         for m, v in aggs.items():
