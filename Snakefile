@@ -8,7 +8,12 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# config.yaml is the experiment unless --configfile names another: that file is then the whole
+# experiment (not merged over config.yaml, so a study's keys are all it runs); --config k=v
+# overrides single keys of either.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
 
 
 include: "workflow/rules/common.smk"

@@ -65,20 +65,32 @@ def load(path: Path):
     return out, refs
 
 
+def _num(value: float, digits: int) -> str:
+    """Fixed point, or scientific where fixed point would print 0 for a small value (KS
+    p-values on real TOFU reach 1e-5 and below)."""
+    return f"{value:.2e}" if 0 < abs(value) < 10 ** -digits else f"{value:.{digits}f}"
+
+
+def _ms(pair: tuple[float, float], n: int, digits: int) -> str:
+    """mean ± std, or the one value where one seed gives no spread (never a made-up ± 0)."""
+    return f"{_num(pair[0], digits)} ± {_num(pair[1], digits)}" if n > 1 else _num(pair[0], digits)
+
+
 def table(groups, refs, source: Path) -> str:
     lines = [f"Source: `{source}` ({sum(g['n'] for g in groups)} unlearned runs, "
-             f"{len(groups)} (method, hyperparameter) points). Mean ± std over seeds.", "",
+             f"{len(groups)} (method, hyperparameter) points). Mean ± std over seeds "
+             "(a point run with one seed shows its value: no spread to report).", "",
              "| method | hyperparameter | seeds | forget quality | model utility | forget probability | Pareto |",
              "|---|---|---|---|---|---|---|"]
     for g in groups:
-        lines.append(f"| {g['label']} | {g['hparams']} | {g['n']} | {g['fq'][0]:.3f} ± {g['fq'][1]:.3f} | "
-                     f"{g['mu'][0]:.3f} ± {g['mu'][1]:.3f} | {g['fp'][0]:.4f} ± {g['fp'][1]:.4f} | "
+        lines.append(f"| {g['label']} | {g['hparams']} | {g['n']} | {_ms(g['fq'], g['n'], 3)} | "
+                     f"{_ms(g['mu'], g['n'], 3)} | {_ms(g['fp'], g['n'], 4)} | "
                      f"{'**yes**' if g['pareto'] else ''} |")
     for role in ("target", "retain"):
         if role in refs:
             r = refs[role]
-            lines.append(f"| {role} model | - | - | {float(r['forget_quality']):.3f} | "
-                         f"{float(r['model_utility']):.3f} | {float(r['forget_probability']):.4f} | |")
+            lines.append(f"| {role} model | - | - | {_num(float(r['forget_quality']), 3)} | "
+                         f"{_num(float(r['model_utility']), 3)} | {_num(float(r['forget_probability']), 4)} | |")
     front = [g for g in groups if g["pareto"]]
     by_method = defaultdict(list)
     for g in front:
@@ -149,7 +161,9 @@ def main() -> int:
                       f"`python benchmarks/study_report.py {src}` (plot: `{args.name}.png`)", "",
                       table(groups, refs, src), ""])
     (out / f"{args.name}.md").write_text(text)
-    plot(groups, refs, out / f"{args.name}.png", f"{args.name}: mean ± std over seeds")
+    seeds = ("one seed per point (no error bars)" if all(g["n"] == 1 for g in groups)
+             else "mean ± std over seeds")
+    plot(groups, refs, out / f"{args.name}.png", f"{args.name}: {seeds}")
     print(text)
     return 0
 

@@ -77,26 +77,34 @@ def cmd_prepare_data(args: argparse.Namespace) -> int:
 
 
 def _prepare_data(args: argparse.Namespace) -> int:
-    from blur_core.data.tofu import TOFU_SPLITS, link_tofu, resolve_benchmark_root, validate_tofu
+    from blur_core.data.tofu import TOFU_SPLITS, link_tofu, resolve_benchmark_root, subset_tofu, validate_tofu
 
+    if args.retain_limit is not None and args.benchmark != "tofu":
+        raise SystemExit("--retain-limit applies to --benchmark tofu only")
     if args.benchmark == "embedded":
         if args.source:
             raise SystemExit("--source applies to --benchmark tofu only")
         from blur_core.data.embedded import write_embedded_tofu
 
-        paths = write_embedded_tofu(args.out, n_people=args.people, questions_per_person=args.questions_per_person,
-                                    n_perturbed=args.perturbed, seed=args.seed)
+        write_embedded_tofu(args.out, n_people=args.people, questions_per_person=args.questions_per_person,
+                            n_perturbed=args.perturbed, seed=args.seed)
     else:
         if not args.source:
             raise SystemExit("--benchmark tofu needs --source (a local TOFU-layout dir or a hub id)")
         root = resolve_benchmark_root(args.source, args.cache_dir)
         for split in TOFU_SPLITS:
             validate_tofu(root, split)
-        paths = link_tofu(root, args.out, copy=args.copy)
-    for split in TOFU_SPLITS:
+        link_tofu(root, args.out, copy=args.copy)
+    splits = list(TOFU_SPLITS)
+    if args.retain_limit is not None:
+        subset_tofu(args.out, args.forget_split, args.retain_limit)
+        splits = [args.forget_split]
+        print(f"cut to {args.forget_split} with the first {args.retain_limit} records of "
+              f"{TOFU_SPLITS[args.forget_split]} (subset.json)")
+    for split in splits:
         counts = validate_tofu(args.out, split)
         print(f"{split}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    print(f"{len(paths)} files in {args.out}")
+    print(f"{sum(1 for f in Path(args.out).glob('*.json'))} files in {args.out}")
     return 0
 
 
@@ -353,6 +361,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", help="tofu: local TOFU-layout directory or hub id (e.g. locuslab/TOFU)")
     p.add_argument("--cache-dir", help="tofu: where a hub id is materialised (default ~/.cache/blur/...)")
     p.add_argument("--copy", action="store_true", help="tofu: copy the files instead of symlinking them")
+    p.add_argument("--retain-limit", type=int, metavar="N",
+                   help="tofu: small-budget study of --forget-split: keep the first N records of its retain split "
+                        "(20 per author), full = those + the forget split; the other splits are dropped")
+    p.add_argument("--forget-split", default="forget10", choices=("forget01", "forget05", "forget10"),
+                   help="tofu with --retain-limit: the forget split the cut is for")
     p.set_defaults(func=cmd_prepare_data)
 
     p = sub.add_parser("prepare-model", help="the untrained tiny base model for an embedded benchmark dir")

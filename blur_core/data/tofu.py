@@ -18,12 +18,13 @@ same layout, so every downstream stage reads one layout. Nothing here imports
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 from pathlib import Path
 
-from blur_core.data.io import load_records
+from blur_core.data.io import load_records, write_jsonl
 
 __all__ = [
     "FORGET_FRACTIONS",
@@ -34,6 +35,7 @@ __all__ = [
     "BenchmarkUnavailableError",
     "link_tofu",
     "resolve_benchmark_root",
+    "subset_tofu",
     "tofu_file_names",
     "tofu_files",
     "validate_tofu",
@@ -207,6 +209,56 @@ def link_tofu(root: str | Path, out_dir: str | Path, copy: bool = False) -> dict
             dest.symlink_to(root / name)
         linked[Path(name).stem] = dest
     return linked
+
+
+def subset_tofu(out_dir: str | Path, forget_split: str, retain_limit: int) -> dict[str, int]:
+    """Cut a prepared benchmark directory (as written by :func:`link_tofu`) down to a
+    small-budget study of ``forget_split``: its retain split keeps its first
+    ``retain_limit`` records (TOFU orders them by author, 20 QA each, so a multiple of 20
+    keeps whole authors), ``full.json`` becomes those plus the whole forget split, and
+    ``retain_perturbed.json`` keeps only the questions still in the retain split. The
+    forget split, the utility sets and the holdout files are untouched; the other
+    splits' files are removed, since they no longer add up to ``full.json``. The cut
+    files are written as real files (never through the symlinks), and the choice is
+    recorded in ``subset.json``. Validate with :func:`validate_tofu` first.
+
+    Returns the new record counts ``{full, retain, retain_perturbed}``.
+
+    Raises:
+        ValueError: unknown split, ``retain_limit`` not a positive integer or not below
+            the retain split's size, or no ``retain_perturbed`` question left (the value
+            to raise is named).
+    """
+    _check_split(forget_split)
+    if isinstance(retain_limit, bool) or not isinstance(retain_limit, int) or retain_limit < 1:
+        raise ValueError(f"retain_limit must be a positive integer, got {retain_limit!r}")
+    out_dir = Path(out_dir)
+    paths = tofu_files(out_dir, forget_split)
+    retain = load_records(paths["retain"])
+    if retain_limit >= len(retain):
+        raise ValueError(f"retain_limit {retain_limit} keeps all of {paths['retain'].name} "
+                         f"({len(retain)} records): drop it, or choose a smaller value")
+    kept = retain[:retain_limit]
+    kept_q = {r["question"] for r in kept}
+    perturbed = [r for r in load_records(paths["retain_perturbed"]) if r["question"] in kept_q]
+    if not perturbed:
+        raise ValueError(f"retain_limit {retain_limit}: none of {paths['retain_perturbed'].name}'s questions "
+                         f"is among the first {retain_limit} records of {paths['retain'].name}; raise it")
+    forget = load_records(paths["forget"])
+    new = {"retain": kept, "full": kept + forget, "retain_perturbed": perturbed}
+    for key, records in new.items():
+        dest = paths[key]
+        dest.unlink()                      # a symlink into the source copy: never write through it
+        write_jsonl(dest, records)
+    for split, other in TOFU_SPLITS.items():
+        if split != forget_split:
+            for name in (f"{split}.json", f"{split}_perturbed.json", f"{other}.json"):
+                if (out_dir / name).is_symlink() or (out_dir / name).exists():
+                    (out_dir / name).unlink()
+    counts = {key: len(records) for key, records in new.items()}
+    (out_dir / "subset.json").write_text(json.dumps(
+        {"forget_split": forget_split, "retain_limit": retain_limit, **counts}, indent=2) + "\n")
+    return counts
 
 
 def _default_cache_dir(hub_id: str) -> Path:

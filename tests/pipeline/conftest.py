@@ -53,12 +53,13 @@ def snakemake_bin() -> str:
     return str(exe) if exe.exists() else "snakemake"
 
 
-def run_snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    """snakemake on the repo's Snakefile, config and results in ``workdir``; never hangs."""
+def run_snakemake(workdir: Path, *args: str, timeout: int = 900,
+                  configfile: str = "config.yaml") -> subprocess.CompletedProcess:
+    """snakemake on the repo's Snakefile, ``workdir/configfile`` and results in ``workdir``; never hangs."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     cmd = [snakemake_bin(), "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(workdir / "config.yaml"), "--workflow-profile", str(REPO / "workflow/profiles/default"),
+           "--configfile", str(workdir / configfile), "--workflow-profile", str(REPO / "workflow/profiles/default"),
            *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=workdir)
 

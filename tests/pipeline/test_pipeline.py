@@ -128,6 +128,22 @@ def test_lint_is_clean(tmp_path):
     assert "Lints for" not in out, out[-3000:]
 
 
+def test_configfile_is_the_whole_experiment(tmp_path):
+    # a study file given with --configfile is not merged over the config.yaml beside it: a key
+    # it leaves out (evaluations, relearn, a method) is the schema default, not config.yaml's
+    write_config(tmp_path, copy.deepcopy(CI_CONFIG))
+    study = {k: v for k, v in copy.deepcopy(CI_CONFIG).items() if k not in ("evaluations", "relearn")}
+    study["methods"] = {"graddiff": CI_CONFIG["methods"]["graddiff"]}
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
+    jobs = planned_jobs(run_snakemake(tmp_path, "-n", configfile="study.yaml"))
+    assert jobs["unlearn"] == 1 and jobs["evaluate"] == 3
+    assert "evaluate_suites" not in jobs and "relearn" not in jobs
+    assert planned_jobs(run_snakemake(tmp_path, "-n"))["unlearn"] == N_RUNS  # config.yaml alone: all of it
+    # --config overrides one key of the study file and keeps the rest of it
+    proc = run_snakemake(tmp_path, "-n", "--config", "results=elsewhere", configfile="study.yaml")
+    assert planned_jobs(proc)["unlearn"] == 1 and "elsewhere/report/summary.csv" in proc.stdout
+
+
 @pytest.mark.parametrize(
     "mutate, expected",
     [
@@ -143,9 +159,12 @@ def test_lint_is_clean(tmp_path):
         (lambda c: c["evaluations"].update(x={"kind": "mmlu", "source": "./no/mmlu"}),
          ["evaluations.x.source", "./no/mmlu", "config.yaml"]),
         (lambda c: c["relearn"].update(fraction=0), ["fraction", "config.yaml"]),
+        (lambda c: c["benchmarks"]["embedded"].update(retain_limit=10),
+         ["benchmarks.embedded.retain_limit applies to kind tofu only", "config.yaml"]),
     ],
     ids=["misspelled-key", "wrong-type", "unknown-method", "unknown-hparam", "missing-data-path",
-         "unknown-suite-kind", "unknown-suite-key", "missing-suite-data", "bad-relearn-fraction"],
+         "unknown-suite-kind", "unknown-suite-key", "missing-suite-data", "bad-relearn-fraction",
+         "retain-limit-on-embedded"],
 )
 def test_bad_config_fails_before_any_job(tmp_path, mutate, expected):
     cfg = copy.deepcopy(CI_CONFIG)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from blur_core.data.tofu import (
     BenchmarkUnavailableError,
     link_tofu,
     resolve_benchmark_root,
+    subset_tofu,
     tofu_file_names,
     tofu_files,
     validate_tofu,
@@ -358,6 +360,63 @@ def test_cli_prepare_data_tofu_links_real_copy(tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == sorted(TOFU_ALL_FILES)
     assert all(p.is_symlink() for p in out.iterdir())
     assert "forget01: full 4000, forget 40, retain 3960" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- small-budget subset
+
+
+def test_subset_tofu_cuts_retain_full_and_retain_perturbed(bench, tmp_path):
+    out = tmp_path / "cut"
+    link_tofu(bench, out)
+    retain, perturbed = _load(bench, "retain90"), _load(bench, "retain_perturbed")
+    kept_q = {r["question"] for r in retain[:40]}
+    expected_perturbed = [r for r in perturbed if r["question"] in kept_q]
+    assert 0 < len(expected_perturbed) < len(perturbed)  # the cut keeps some and drops some
+
+    counts = subset_tofu(out, "forget10", 40)
+
+    assert counts == {"retain": 40, "full": 40 + 50, "retain_perturbed": len(expected_perturbed)}
+    assert _load(out, "retain90") == retain[:40]
+    assert _load(out, "full") == retain[:40] + _load(bench, "forget10")
+    assert _load(out, "retain_perturbed") == expected_perturbed
+    assert validate_tofu(out, "forget10")["full"] == 90
+    # the cut files are real files; the source copy behind the symlinks is untouched
+    assert not (out / "full.json").is_symlink() and len(_load(bench, "full")) == 500
+    assert (out / "forget10.json").is_symlink() and (out / "holdout10.json").is_symlink()
+    # the other splits no longer add up to full.json, so they are gone
+    assert not any((out / f"{name}.json").exists() for name in ("forget01", "retain99", "forget05_perturbed"))
+    assert json.loads((out / "subset.json").read_text())["retain_limit"] == 40
+
+
+@pytest.mark.parametrize("limit, message", [
+    (0, "retain_limit must be a positive integer, got 0"),
+    (450, "retain_limit 450 keeps all of retain90.json (450 records)"),
+    (5, "none of retain_perturbed.json's questions is among the first 5 records of retain90.json"),
+])
+def test_subset_tofu_errors_name_the_value(bench, tmp_path, limit, message):
+    out = tmp_path / "cut"
+    link_tofu(bench, out)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        subset_tofu(out, "forget10", limit)
+    assert _load(out, "full") == _load(bench, "full")  # nothing was cut
+
+
+@pytest.mark.skipif(not REAL_TOFU.is_dir(), reason=f"no TOFU copy at {REAL_TOFU} (set BLUR_SHARED_DATA)")
+def test_cli_prepare_data_real_tofu_subset(tmp_path, capsys):
+    out = tmp_path / "tofu"
+    assert main(["prepare-data", "--benchmark", "tofu", "--source", str(REAL_TOFU), "--out", str(out),
+                 "--forget-split", "forget01", "--retain-limit", "160"]) == 0
+    printed = capsys.readouterr().out
+    # 8 whole authors; retain_perturbed's first 160 questions are theirs
+    assert "forget01: full 200, forget 40, retain 160, forget_perturbed 40, retain_perturbed 160" in printed
+    assert "forget10" not in printed
+
+
+def test_cli_retain_limit_is_for_tofu_only(tmp_path):
+    with pytest.raises(SystemExit, match="--retain-limit applies to --benchmark tofu only"):
+        main(["prepare-data", "--benchmark", "embedded", "--out", str(tmp_path / "e"), "--people", "20",
+              "--retain-limit", "10"])
+    assert not (tmp_path / "e").exists()  # refused before anything was written
 
 
 # --------------------------------------------------------------------------- CLI

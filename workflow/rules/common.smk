@@ -105,6 +105,9 @@ def _check_sources():
                 config_error(f"benchmarks.{name}.source is required for kind tofu (a local dir or hub id)")
             if (src.startswith((".", "/")) or Path(src).exists()) and not Path(src).is_dir():
                 config_error(f"benchmarks.{name}.source: directory not found: {src}")
+        elif "retain_limit" in b:
+            config_error(f"benchmarks.{name}.retain_limit applies to kind tofu only "
+                         f"(kind {b['kind']}: use people / questions_per_person)")
     for name, m in config["models"].items():
         src = m.get("source")
         if m["kind"] in ("hf", "gguf") and not src:
@@ -391,7 +394,10 @@ def data_args(wildcards):
     if b["kind"] == "embedded":
         return (f"--benchmark embedded --people {b['people']} "
                 f"--questions-per-person {b['questions_per_person']} --seed {b['seed']}")
-    return f"--benchmark tofu --source {b['source']}"
+    args = f"--benchmark tofu --source {b['source']}"
+    if "retain_limit" in b:
+        args += f" --forget-split {b['forget_split']} --retain-limit {b['retain_limit']}"
+    return args
 
 
 def model_args(wildcards):
