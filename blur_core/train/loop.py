@@ -36,7 +36,7 @@ from blur_core.data import QADataset, QAFormat, TextChunkDataset, idk_answer, lo
 from blur_core.methods import Objective
 from blur_core.models import load_tokenizer
 from blur_core.train import step as step_losses
-from blur_core.train.backend import build_backend, select_trainable as _select_trainable  # noqa: F401
+from blur_core.train.backend import build_backend
 from blur_core.train.checkpoint import discard_checkpoints, latest_checkpoint, load_checkpoint, save_checkpoint
 from blur_core.train.config import RunConfig
 from blur_core.train.dist import DistContext, init_distributed
