@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import itertools
 import time
 
 import pytest
@@ -142,6 +143,24 @@ def test_configfile_is_the_whole_experiment(tmp_path):
     # --config overrides one key of the study file and keeps the rest of it
     proc = run_snakemake(tmp_path, "-n", "--config", "results=elsewhere", configfile="study.yaml")
     assert planned_jobs(proc)["unlearn"] == 1 and "elsewhere/report/summary.csv" in proc.stdout
+
+
+@pytest.mark.parametrize("study", ["study-embedded", "study-tofu-smollm2"])
+def test_committed_study_configs_are_valid(study):
+    # the study files under configs/ pass the schema and blur_core's hyperparameter checks
+    # and plan their whole sweep (a dry run in the repo: nothing is written but .snakemake/)
+    cfg = yaml.safe_load((REPO / "configs" / f"{study}.yaml").read_text())
+    for bench in cfg["benchmarks"].values():
+        if bench.get("source") and not (REPO / bench["source"]).is_dir():
+            pytest.skip(f"{study}: no data at {bench['source']} (BLUR_SHARED_DATA layout)")
+    proc = run_snakemake(REPO, "-n", configfile=f"configs/{study}.yaml")
+    runs = len(cfg["unlearn"]["seeds"]) * sum(
+        len(list(itertools.product(*m.get("grid", {}).values()))) for m in cfg["methods"].values())
+    jobs = planned_jobs(proc)
+    if not (REPO / cfg["results"]).exists():  # a fresh clone (CI): the whole study is planned
+        assert jobs["unlearn"] == runs and jobs["evaluate"] == runs + 2 and jobs["report"] == 1, jobs
+    else:  # this checkout has run (part of) it already
+        assert jobs.get("unlearn", 0) <= runs, jobs
 
 
 @pytest.mark.parametrize(
