@@ -24,6 +24,7 @@ __all__ = [
     "finite_non_negative",
     "one_of",
     "at_least",
+    "require_int",
 ]
 
 
@@ -52,6 +53,15 @@ def finite_non_negative(v: Any) -> str | None:
 
 def non_negative(v: Any) -> str | None:
     return None if v is None or v >= 0 else "must be >= 0"
+
+
+def require_int(name: str, value: Any, minimum: int = 1) -> None:
+    """ValueError naming ``name`` and ``value`` unless ``value`` is an int (not a bool)
+    ``>= minimum``: the argument check of the library's functions (batch sizes, lengths,
+    limits)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{name} must be {what}, got {value!r}")
 
 
 def at_least(n: float) -> Callable[[Any], str | None]:

@@ -24,6 +24,7 @@ import re
 import shutil
 from pathlib import Path
 
+from blur_core.config import require_int
 from blur_core.data.io import load_records, write_jsonl
 
 __all__ = [
@@ -230,8 +231,7 @@ def subset_tofu(out_dir: str | Path, forget_split: str, retain_limit: int) -> di
             to raise is named).
     """
     _check_split(forget_split)
-    if isinstance(retain_limit, bool) or not isinstance(retain_limit, int) or retain_limit < 1:
-        raise ValueError(f"retain_limit must be a positive integer, got {retain_limit!r}")
+    require_int("retain_limit", retain_limit)
     out_dir = Path(out_dir)
     paths = tofu_files(out_dir, forget_split)
     retain = load_records(paths["retain"])

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
+from blur_core.config import require_int
 from blur_core.data import QAFormat, encode_prompt
 from blur_core.eval.likelihood import length_sorted_batches, model_device
 
@@ -78,8 +79,7 @@ def greedy_generate(
     bad = next((i for i, q in enumerate(questions) if not isinstance(q, str)), None)
     if bad is not None:
         raise ValueError(f"question {bad} must be a string, got {type(questions[bad]).__name__}")
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+    require_int("max_new_tokens", max_new_tokens)
     if tokenizer.pad_token_id is None:
         raise ValueError("greedy_generate needs tokenizer.pad_token_id (see models.load_tokenizer)")
     prompts = [encode_prompt(tokenizer, q, fmt) for q in questions]

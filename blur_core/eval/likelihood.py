@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
+from blur_core.config import require_int
 from blur_core.data import QAFormat, encode_qa, pad_collate
 from blur_core.losses import sequence_logprobs
 
@@ -36,8 +37,7 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[
     Raises:
         ValueError: ``batch_size`` is not a positive integer.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    require_int("batch_size", batch_size)
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
 

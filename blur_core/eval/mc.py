@@ -37,6 +37,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from blur_core.config import require_int
 from blur_core.data.mc import MCItem, mc_topic
 from blur_core.eval.likelihood import length_sorted_batches, model_device
 
@@ -323,12 +324,10 @@ def evaluate_mc(
         ValueError: a bad ``batch_size``/``max_length``, an item without 4 choices,
             an unknown subject, or a continuation that encodes to no tokens.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    require_int("batch_size", batch_size)
     if max_length is None:
         max_length = resolve_max_length(model, tokenizer)
-    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
-        raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
+    require_int("max_length", max_length)
     topic_of = (lambda s: topics[s] if s in topics else mc_topic(s)) if topics is not None else mc_topic
     contexts = [mc_context(item, topic_of(item.subject)) for item in items]
     if not items:

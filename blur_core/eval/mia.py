@@ -42,6 +42,7 @@ from dataclasses import dataclass
 
 import torch
 
+from blur_core.config import require_int
 from blur_core.data import IGNORE_INDEX, QAFormat
 from blur_core.eval.likelihood import length_sorted_batches, model_device, teacher_forced_batches
 
@@ -86,11 +87,6 @@ class TokenStats:
     @property
     def n_tokens(self) -> int:
         return int(self.logprob.numel())
-
-
-def _check_positive_int(name: str, value, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def _check_k(k) -> float:
@@ -138,8 +134,8 @@ def token_statistics(
             tokenizer without ``pad_token_id``.
     """
     _check_texts("text", texts)
-    _check_positive_int("batch_size", batch_size)
-    _check_positive_int("max_length", max_length, minimum=2)
+    require_int("batch_size", batch_size)
+    require_int("max_length", max_length, minimum=2)
     if tokenizer.pad_token_id is None:
         raise ValueError("token_statistics needs tokenizer.pad_token_id (see models.load_tokenizer)")
     encoded = [tokenizer(t, add_special_tokens=True)["input_ids"] for t in texts]

@@ -43,8 +43,9 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from blur_core.config import require_int
 from blur_core.eval.generation import generate_from_ids
-from blur_core.eval.mia import _check_positive_int, _finite_score_arrays, min_k, token_statistics
+from blur_core.eval.mia import _finite_score_arrays, min_k, token_statistics
 
 __all__ = [
     "KNOWMEM_STOP_WORDS",
@@ -148,8 +149,8 @@ def generate_raw(
     bad = next((i for i, p in enumerate(prompts) if not isinstance(p, str)), None)
     if bad is not None:
         raise ValueError(f"prompt {bad} must be a string, got {type(prompts[bad]).__name__}")
-    _check_positive_int("max_new_tokens", max_new_tokens)
-    _check_positive_int("batch_size", batch_size)
+    require_int("max_new_tokens", max_new_tokens)
+    require_int("batch_size", batch_size)
     if tokenizer.pad_token_id is None:
         raise ValueError("generate_raw needs tokenizer.pad_token_id (see models.load_tokenizer)")
     encoded = [tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]
@@ -289,9 +290,9 @@ def evaluate_muse(
         raise ValueError(f"unknown MUSE metric(s) {unknown or list(metrics)!r}; expected a non-empty "
                          f"subset of {list(MUSE_METRICS)}")
     if limit is not None:
-        _check_positive_int("limit", limit)
-    _check_positive_int("batch_size", batch_size)
-    _check_positive_int("privleak_batch_size", privleak_batch_size)
+        require_int("limit", limit)
+    require_int("batch_size", batch_size)
+    require_int("privleak_batch_size", privleak_batch_size)
     pl_batch = privleak_batch_size
 
     def first(rows):
