@@ -168,6 +168,7 @@ def _load_for_eval(args: argparse.Namespace):
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from blur_core.atomic import atomic_write_text
     from blur_core.eval.tofu import add_forget_quality, evaluate_tofu, load_tofu_eval_sets
 
     if args.limit is not None and args.limit < 1:
@@ -187,11 +188,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             add_forget_quality(result, result if args.self_reference else reference)
         except ValueError as exc:
             raise SystemExit(f"error: --retain-result {args.retain_result}: {exc}") from None
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(out)  # never a half-written result
+    atomic_write_text(args.out, json.dumps(result, indent=1))  # never a half-written result
     summary = {"model_utility": result["model_utility"], "forget_quality": result.get("forget_quality")}
     print(json.dumps({**summary, "aggregates": result["aggregates"]}, indent=1))
     return 0
@@ -305,7 +302,7 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from blur_core.checkpoint import convert_checkpoint
+    from blur_core.convert import convert_checkpoint
 
     out = convert_checkpoint(args.ckpt_dir, args.out_dir, hf_dir=args.hf_dir, tag=args.tag)
     print(f"HF model dir: {out}")

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from blur_core.atomic import atomic_dir
+
 __all__ = ["DTYPES", "load_tokenizer", "load_model", "save_hf_model", "import_hf", "import_gguf",
            "find_smollm2_gguf", "SMOLLM2_DIST"]
 
@@ -51,17 +53,12 @@ def save_hf_model(model, tokenizer, out_dir: str | Path, extra_files: dict[str, 
     interrupted save never leaves a half-written model at ``out_dir``.
     """
     out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    model.save_pretrained(tmp, safe_serialization=True)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(tmp)
-    for name, text in (extra_files or {}).items():
-        (tmp / name).write_text(text)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text)
     return out_dir
 
 

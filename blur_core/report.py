@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from blur_core.pipeline.tags import parse_tag
+
 __all__ = ["SETS", "build_rows", "write_csv", "write_markdown", "plot_tradeoff", "plot_suites", "write_report"]
 
 SETS = ("forget", "retain", "real_authors", "world_facts")
@@ -53,8 +55,7 @@ def _row_from_eval(path: Path) -> dict[str, Any]:
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     hparams = ""
     if role in ("unlearned", "relearned"):
-        # the run tag is "key=value@...@seed=N" (workflow/rules/common.smk)
-        grid = dict(p.split("=", 1) for p in tag.split("@") if "=" in p and not p.startswith("seed="))
+        grid, _ = parse_tag(tag)
         hparams = " ".join(f"{k}={v}" for k, v in grid.items())
     row: dict[str, Any] = {
         "benchmark": bench, "model": model, "role": role, "entry": entry,

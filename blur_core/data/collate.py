@@ -6,14 +6,14 @@ from collections.abc import Sequence
 
 import torch
 
-IGNORE_INDEX = -100
+from blur_core.losses import IGNORE_INDEX  # the label of unscored positions, defined once there
 
 
 def pad_collate(items: Sequence[dict], pad_token_id: int) -> dict[str, torch.Tensor]:
     """Right-pad items from :class:`QADataset`/:class:`TextChunkDataset` into a batch.
 
     Returns ``input_ids`` [B, T] (padded with ``pad_token_id``), ``labels`` [B, T]
-    (``-100`` on padding), ``attention_mask`` [B, T] (1 real, 0 pad) and ``index`` [B],
+    (``IGNORE_INDEX`` = -100 on padding), ``attention_mask`` [B, T] (1 real, 0 pad) and ``index`` [B],
     where T is the longest item's length.
 
     Raises:

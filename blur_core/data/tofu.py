@@ -24,6 +24,7 @@ import re
 import shutil
 from pathlib import Path
 
+from blur_core.atomic import atomic_dir
 from blur_core.config import require_int
 from blur_core.data.io import load_records, write_jsonl
 
@@ -298,8 +299,6 @@ def resolve_benchmark_root(source: str | Path, cache_dir: str | Path | None = No
 
 def _materialise_hub(hub_id: str, dest: Path) -> Path:
     """Download every file of the layout from ``hub_id`` into ``dest`` (atomically)."""
-    from blur_core.data.io import write_jsonl
-
     hint = (f"pass a local directory in the TOFU layout instead (e.g. a copy such as "
             f"../shared/data/tofu), or run once with network access to cache it under {str(dest)!r}")
     try:
@@ -307,11 +306,7 @@ def _materialise_hub(hub_id: str, dest: Path) -> Path:
     except ImportError as err:  # pragma: no cover - datasets is a pinned dependency
         raise BenchmarkUnavailableError(f"cannot load {hub_id!r} from the hub: the 'datasets' package "
                                         f"is not installed; {hint}") from err
-    tmp = dest.with_name(dest.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_dir(dest) as tmp:
         for name in TOFU_ALL_FILES:
             config = Path(name).stem
             try:
@@ -323,10 +318,4 @@ def _materialise_hub(hub_id: str, dest: Path) -> Path:
                 ) from err
             write_jsonl(tmp / name, ds.to_list())
         (tmp / ".complete").write_text(f"{hub_id}\n")
-        if dest.exists():
-            shutil.rmtree(dest)
-        tmp.rename(dest)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return dest

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from blur_core.atomic import atomic_write_text
 from blur_core.config import ConfigError, at_least, checked, one_of, parse, to_dict
 
 __all__ = ["SUITE_KINDS", "SuiteConfig", "cloze_mc", "parse_suite", "run_suite", "tofu_mc_items", "write_result"]
@@ -319,9 +320,4 @@ def run_suite(name: str, cfg: SuiteConfig, model, tokenizer, *, fmt=None, refere
 
 def write_result(result: Mapping, out: str | Path) -> Path:
     """Write ``result`` as JSON atomically (a temp file renamed into place)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(out)
-    return out
+    return atomic_write_text(out, json.dumps(result, indent=1))

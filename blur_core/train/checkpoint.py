@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from blur_core.atomic import fresh_dir, replace_dir
 from blur_core.train.dist import DistContext
 
 __all__ = ["latest_checkpoint", "discard_checkpoints", "save_checkpoint", "load_checkpoint"]
@@ -76,9 +77,7 @@ def save_checkpoint(output_dir: str | Path, step: int, meta: dict, backend, ctx:
     final = root / f"step-{step:06d}"
     tmp = root / f"step-{step:06d}.tmp"
     if ctx.is_main:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
+        fresh_dir(tmp)
     ctx.barrier()
     backend.save_state(tmp)
     torch.save(_rng_state(), tmp / f"rng-rank{ctx.rank}.pt")
@@ -87,9 +86,7 @@ def save_checkpoint(output_dir: str | Path, step: int, meta: dict, backend, ctx:
         (tmp / FINGERPRINT).write_text(fingerprint + "\n")
         torch.save({"step": step, "world_size": ctx.world_size, "backend": backend.name, **meta},
                    tmp / "state.pt")
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
+        replace_dir(tmp, final)
         old = sorted(p for p in root.iterdir() if _STEP_DIR.match(p.name))
         for p in old[:-keep]:
             shutil.rmtree(p)

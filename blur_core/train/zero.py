@@ -52,11 +52,22 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from blur_core.atomic import atomic_dir
 from blur_core.config import ConfigError
 from blur_core.train.dist import DistContext
 
-__all__ = ["SHIPPED_CONFIGS", "resolve_ds_config_path", "build_ds_config", "ZeroBackend",
-           "load_policy_model", "load_reference_model", "convert_to_state_dict_dir"]
+__all__ = [
+    "CKPT_TAG",
+    "HF_ASSETS",
+    "SHIPPED_CONFIGS",
+    "ZeroBackend",
+    "build_ds_config",
+    "consolidate_checkpoint",
+    "is_zero_checkpoint",
+    "load_policy_model",
+    "load_reference_model",
+    "resolve_ds_config_path",
+]
 
 SHIPPED_CONFIGS = ("zero2", "zero3", "zero3_offload")
 CKPT_TAG = "ds"
@@ -128,7 +139,9 @@ def build_ds_config(tcfg, source: str | None = None) -> dict:
         raise ConfigError(f"{where}: bf16.enabled = {bf16['enabled']!r} disagrees with train.dtype = {tcfg.dtype!r}")
     bf16["enabled"] = want
     ds["bf16"] = bf16
-    ds.setdefault("zero_allow_untested_optimizer", True)  # a client torch.optim.SGD
+    # train.optimizer: sgd gives a client torch.optim.SGD, which is not on DeepSpeed's list of
+    # ZeRO-tested optimizers (torch AdamW is); without this flag DeepSpeed refuses it
+    ds.setdefault("zero_allow_untested_optimizer", True)
     return ds
 
 
@@ -415,8 +428,6 @@ class ZeroBackend:
         training). All ranks write their shards; rank 0 converts and removes the shards.
         Needs a filesystem shared by all ranks (as multi-node checkpoints do anyway).
         """
-        from blur_core.checkpoint import convert_zero_checkpoint
-
         out_dir = Path(out_dir)
         tmp = out_dir.with_name(out_dir.name + ".zero")
         if self.ctx.is_main and tmp.exists():
@@ -428,7 +439,7 @@ class ZeroBackend:
         self.ctx.barrier()
         result = None
         if self.ctx.is_main:
-            result = convert_zero_checkpoint(tmp, out_dir)
+            result = consolidate_checkpoint(tmp, out_dir)
             shutil.rmtree(tmp)
         self.ctx.barrier()
         return result
@@ -437,13 +448,37 @@ class ZeroBackend:
 # ---------------------------------------------------------------------------------------
 # conversion
 # ---------------------------------------------------------------------------------------
-def convert_to_state_dict_dir(ckpt_dir: Path, out_dir: Path, tag: str | None = None) -> None:
-    """``zero_to_fp32``: consolidate a ZeRO checkpoint into safetensors weights in out_dir."""
-    from deepspeed.utils.zero_to_fp32 import convert_zero_checkpoint_to_fp32_state_dict
-
-    convert_zero_checkpoint_to_fp32_state_dict(str(ckpt_dir), str(out_dir), tag=tag, safe_serialization=True)
-
-
-def has_zero_checkpoint(ckpt_dir: Path) -> bool:
+def is_zero_checkpoint(ckpt_dir: str | Path) -> bool:
+    """Whether ``ckpt_dir`` holds a DeepSpeed checkpoint (a ``latest`` file or our tag's folder)."""
     ckpt_dir = Path(ckpt_dir)
     return (ckpt_dir / "latest").is_file() or (ckpt_dir / CKPT_TAG).is_dir()
+
+
+def consolidate_checkpoint(ckpt_dir: str | Path, out_dir: str | Path, hf_dir: str | Path | None = None,
+                           tag: str | None = None) -> Path:
+    """Consolidate the ZeRO shards in ``ckpt_dir`` into an HF model dir ``out_dir`` (atomically).
+
+    DeepSpeed's ``zero_to_fp32`` writes the fp32 master weights as safetensors (also for
+    bf16 training); config.json, the tokenizer and the run config are copied from
+    ``hf_dir`` (default ``ckpt_dir/hf``, written by :class:`ZeroBackend`). ``tag``: the
+    checkpoint tag, default the one named in ``latest`` (else ours).
+    """
+    from deepspeed.utils.zero_to_fp32 import convert_zero_checkpoint_to_fp32_state_dict
+
+    ckpt_dir, out_dir = Path(ckpt_dir), Path(out_dir)
+    if not ckpt_dir.is_dir():
+        raise FileNotFoundError(f"ZeRO checkpoint directory not found: {ckpt_dir}")
+    if tag is None and not is_zero_checkpoint(ckpt_dir):
+        raise FileNotFoundError(f"{ckpt_dir} holds no DeepSpeed checkpoint (no 'latest' file and no "
+                                f"'{CKPT_TAG}/' folder) and is not an HF model dir")
+    if tag is None and not (ckpt_dir / "latest").is_file():
+        tag = CKPT_TAG
+    hf_dir = Path(hf_dir) if hf_dir is not None else ckpt_dir / HF_ASSETS
+    if not (hf_dir / "config.json").is_file():
+        raise FileNotFoundError(f"no config.json in {hf_dir}; pass hf_dir (e.g. the starting model dir)")
+    with atomic_dir(out_dir) as tmp:
+        convert_zero_checkpoint_to_fp32_state_dict(str(ckpt_dir), str(tmp), tag=tag, safe_serialization=True)
+        for item in hf_dir.iterdir():
+            if item.is_file() and not (tmp / item.name).exists():
+                shutil.copy2(item, tmp / item.name)
+    return out_dir

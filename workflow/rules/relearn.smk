@@ -30,8 +30,8 @@ rule relearn:
         cfg=relearn_config,
     threads: 1
     resources:
-        gpu=config["unlearn"]["gpus"],
-        gres=f"gpu:{config['unlearn']['gpus']}" if config["unlearn"]["gpus"] > 0 else "",
+        gpu=GPU_RESOURCES["gpu"],
+        gres=GPU_RESOURCES["gres"],
     log:
         f"{R}/logs/relearn/{{bench}}/{{model}}/{{entry}}/{{tag}}/k{{k}}.log",
     benchmark:

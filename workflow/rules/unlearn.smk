@@ -22,8 +22,8 @@ rule unlearn:
         launch=launcher,
     threads: 1
     resources:
-        gpu=config["unlearn"]["gpus"],
-        gres=f"gpu:{config['unlearn']['gpus']}" if config["unlearn"]["gpus"] > 0 else "",
+        gpu=GPU_RESOURCES["gpu"],
+        gres=GPU_RESOURCES["gres"],
     log:
         f"{R}/logs/unlearn/{{bench}}/{{model}}/{{entry}}/{{tag}}.log",
     benchmark:
