@@ -39,8 +39,8 @@ include: "workflow/rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         f"{R}/report/summary.csv",
         f"{R}/report/summary.md",
         f"{R}/report/tradeoff.png",
-    default_target: True

@@ -53,9 +53,11 @@ def compare(name: str, n: int, batched, single, reps: int) -> dict:
     times = {"batched": [], "single": []}
     for rep in range(reps):
         order = (("batched", batched), ("single", single))
-        for key, fn in (order if rep % 2 == 0 else order[::-1]):
+        for key, fn in order if rep % 2 == 0 else order[::-1]:
             times[key].append(timed(fn))
-        print(f"  {name} rep {rep}: {times['batched'][-1]} vs {times['single'][-1]}", file=sys.stderr)
+        print(
+            f"  {name} rep {rep}: {times['batched'][-1]} vs {times['single'][-1]}", file=sys.stderr
+        )
     row = {"name": name, "n": n}
     for key in ("batched", "single"):
         row[f"{key}_cpu"] = n / statistics.median(t[0] for t in times[key])
@@ -69,14 +71,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help="HF model dir (e.g. the imported SmolLM2)")
     parser.add_argument("--n", type=int, default=32, help="MC items per benchmark (WMDP-bio, MMLU)")
-    parser.add_argument("--n-tofu", type=int, default=40, help="TOFU forget01 questions (answer NLL)")
-    parser.add_argument("--n-gen", type=int, default=8, help="questions for greedy generation (0 = skip)")
+    parser.add_argument(
+        "--n-tofu", type=int, default=40, help="TOFU forget01 questions (answer NLL)"
+    )
+    parser.add_argument(
+        "--n-gen", type=int, default=8, help="questions for greedy generation (0 = skip)"
+    )
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "eval_throughput.md")
+    parser.add_argument(
+        "--out", type=Path, default=REPO / "benchmarks" / "results" / "eval_throughput.md"
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -94,27 +102,45 @@ def main(argv: list[str] | None = None) -> int:
     B = args.batch_size
     rows = []
 
-    items = (select_items(load_wmdp(args.data / "wmdp", "bio"), args.n)
-             + select_items(load_mmlu(args.data / "mmlu", "test"), args.n))
-    rows.append(compare(f"MC scoring ({args.n} WMDP-bio + {args.n} MMLU)", len(items),
-                        lambda: evaluate_mc(model, tok, items, batch_size=B),
-                        lambda: evaluate_mc(model, tok, items, batch_size=1, single_forward=False),
-                        args.reps))
+    items = select_items(load_wmdp(args.data / "wmdp", "bio"), args.n) + select_items(
+        load_mmlu(args.data / "mmlu", "test"), args.n
+    )
+    rows.append(
+        compare(
+            f"MC scoring ({args.n} WMDP-bio + {args.n} MMLU)",
+            len(items),
+            lambda: evaluate_mc(model, tok, items, batch_size=B),
+            lambda: evaluate_mc(model, tok, items, batch_size=1, single_forward=False),
+            args.reps,
+        )
+    )
 
-    tofu = load_records(args.data / "tofu" / "forget01.json")[:args.n_tofu]
+    tofu = load_records(args.data / "tofu" / "forget01.json")[: args.n_tofu]
     qs, ans = [r["question"] for r in tofu], [r["answer"] for r in tofu]
-    rows.append(compare(f"TOFU answer NLL (forget01, {len(qs)})", len(qs),
-                        lambda: answer_nll(model, tok, qs, ans, batch_size=B),
-                        lambda: answer_nll(model, tok, qs, ans, batch_size=1), args.reps))
+    rows.append(
+        compare(
+            f"TOFU answer NLL (forget01, {len(qs)})",
+            len(qs),
+            lambda: answer_nll(model, tok, qs, ans, batch_size=B),
+            lambda: answer_nll(model, tok, qs, ans, batch_size=1),
+            args.reps,
+        )
+    )
 
     if args.n_gen > 0:
-        gq = qs[:args.n_gen]
+        gq = qs[: args.n_gen]
         gen_b, new_tokens = min(B, len(gq)), args.max_new_tokens
-        rows.append(compare(f"greedy generation ({len(gq)} x {args.max_new_tokens} new tokens, batch {gen_b})",
-                            len(gq),
-                            lambda: greedy_generate(model, tok, gq, batch_size=gen_b, max_new_tokens=new_tokens),
-                            lambda: greedy_generate(model, tok, gq, batch_size=1, max_new_tokens=new_tokens),
-                            max(1, args.reps - 1)))
+        rows.append(
+            compare(
+                f"greedy generation ({len(gq)} x {args.max_new_tokens} new tokens, batch {gen_b})",
+                len(gq),
+                lambda: greedy_generate(
+                    model, tok, gq, batch_size=gen_b, max_new_tokens=new_tokens
+                ),
+                lambda: greedy_generate(model, tok, gq, batch_size=1, max_new_tokens=new_tokens),
+                max(1, args.reps - 1),
+            )
+        )
 
     lines = [
         "# Evaluation throughput: batched vs one-at-a-time",
@@ -129,11 +155,16 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        lines.append(f"| {r['name']} | {r['n']} | {r['batched_cpu']:.2f} | {r['single_cpu']:.2f} | "
-                     f"{r['ratio_cpu']:.2f}x | {r['batched_wall']:.2f} | {r['single_wall']:.2f} | "
-                     f"{r['ratio_wall']:.2f}x |")
-    lines += ["", "MC one-at-a-time = `evaluate_mc(batch_size=1, single_forward=False)` (4 forwards per item); "
-              "batched = `evaluate_mc(batch_size=B)` (1 forward per item, padded batches)."]
+        lines.append(
+            f"| {r['name']} | {r['n']} | {r['batched_cpu']:.2f} | {r['single_cpu']:.2f} | "
+            f"{r['ratio_cpu']:.2f}x | {r['batched_wall']:.2f} | {r['single_wall']:.2f} | "
+            f"{r['ratio_wall']:.2f}x |"
+        )
+    lines += [
+        "",
+        "MC one-at-a-time = `evaluate_mc(batch_size=1, single_forward=False)` (4 forwards per item); "
+        "batched = `evaluate_mc(batch_size=B)` (1 forward per item, padded batches).",
+    ]
     text = "\n".join(lines) + "\n"
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)

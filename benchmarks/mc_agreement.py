@@ -69,14 +69,29 @@ def run_lmeval(model, tokenizer, items, batch_size: int, workdir: str | Path) ->
     tasks, instances = {}, []
     for subject, idx in by_subject.items():
         data = workdir / f"{subject}.jsonl"
-        data.write_text("".join(json.dumps({"question": items[i].question, "subject": subject,
-                                            "choices": list(items[i].choices), "answer": items[i].answer}) + "\n"
-                                for i in idx), encoding="utf-8")
+        data.write_text(
+            "".join(
+                json.dumps(
+                    {
+                        "question": items[i].question,
+                        "subject": subject,
+                        "choices": list(items[i].choices),
+                        "answer": items[i].answer,
+                    }
+                )
+                + "\n"
+                for i in idx
+            ),
+            encoding="utf-8",
+        )
         cfg = load_yaml(lmeval_task_yaml(subject))
         # the mmlu yamls name a few-shot split ("dev"); unused at 0 shots but must exist
         files = {"test": str(data), "dev": str(data)}
-        cfg.update(dataset_path="json", dataset_name=None,
-                   dataset_kwargs={"data_files": files, "cache_dir": str(workdir / "hf_cache")})
+        cfg.update(
+            dataset_path="json",
+            dataset_name=None,
+            dataset_kwargs={"data_files": files, "cache_dir": str(workdir / "hf_cache")},
+        )
         task = ConfigurableTask(config=cfg)
         task.build_all_requests(limit=None, rank=0, world_size=1)
         tasks[subject] = task
@@ -96,8 +111,16 @@ def run_lmeval(model, tokenizer, items, batch_size: int, workdir: str | Path) ->
         raw[i][inst.idx] = res
         contexts[i] = inst.args[0]
         docs[i] = (subject, inst.doc)
-    acc = [float(tasks[s].process_results(doc, raw[i])["acc"]) for i, (s, doc) in sorted(docs.items())]
-    return {"loglik": loglik, "acc": acc, "seconds": seconds, "cpu_seconds": cpu_seconds, "contexts": contexts}
+    acc = [
+        float(tasks[s].process_results(doc, raw[i])["acc"]) for i, (s, doc) in sorted(docs.items())
+    ]
+    return {
+        "loglik": loglik,
+        "acc": acc,
+        "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
+        "contexts": contexts,
+    }
 
 
 def load_items(data: Path, n: int, seed: int = 0):
@@ -115,10 +138,18 @@ def compare(ours: dict, theirs: dict) -> dict:
     agree = sum(o["pred"] == p for (o, _), p in zip(pairs, their_pred))
     max_delta = max(abs(a - b) for o, t in pairs for a, b in zip(o["loglik"], t))
     n = len(pairs)
-    return {"n": n, "agree": agree, "agree_pct": 100.0 * agree / n, "max_delta": max_delta,
-            "acc_ours": ours["accuracy"], "acc_lmeval": sum(theirs["acc"]) / n,
-            "s_ours": ours["seconds"], "s_lmeval": theirs["seconds"],
-            "cpu_ours": ours["cpu_seconds"], "cpu_lmeval": theirs["cpu_seconds"]}
+    return {
+        "n": n,
+        "agree": agree,
+        "agree_pct": 100.0 * agree / n,
+        "max_delta": max_delta,
+        "acc_ours": ours["accuracy"],
+        "acc_lmeval": sum(theirs["acc"]) / n,
+        "s_ours": ours["seconds"],
+        "s_lmeval": theirs["seconds"],
+        "cpu_ours": ours["cpu_seconds"],
+        "cpu_lmeval": theirs["cpu_seconds"],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,7 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "mc_agreement.md")
+    parser.add_argument(
+        "--out", type=Path, default=REPO / "benchmarks" / "results" / "mc_agreement.md"
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -147,7 +180,10 @@ def main(argv: list[str] | None = None) -> int:
         for name, items in zip(("WMDP-bio", "MMLU"), (wmdp, mmlu)):
             t0, c0 = time.perf_counter(), time.process_time()
             ours = evaluate_mc(model, tok, items, batch_size=args.batch_size)
-            ours["seconds"], ours["cpu_seconds"] = time.perf_counter() - t0, time.process_time() - c0
+            ours["seconds"], ours["cpu_seconds"] = (
+                time.perf_counter() - t0,
+                time.process_time() - c0,
+            )
             theirs = run_lmeval(model, tok, items, args.batch_size, tmp)
             prompt_mismatch += sum(mc_context(it) != c for it, c in zip(items, theirs["contexts"]))
             rows[name] = compare(ours, theirs)
@@ -172,9 +208,11 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in rows.items():
-        lines.append(f"| {name} | {r['n']} | {r['agree']}/{r['n']} ({r['agree_pct']:.1f} %) | {r['max_delta']:.2e} "
-                     f"| {r['acc_ours']:.4f} | {r['acc_lmeval']:.4f} | {r['s_ours']:.1f} | {r['s_lmeval']:.1f} "
-                     f"| {r['cpu_ours']:.1f} | {r['cpu_lmeval']:.1f} |")
+        lines.append(
+            f"| {name} | {r['n']} | {r['agree']}/{r['n']} ({r['agree_pct']:.1f} %) | {r['max_delta']:.2e} "
+            f"| {r['acc_ours']:.4f} | {r['acc_lmeval']:.4f} | {r['s_ours']:.1f} | {r['s_lmeval']:.1f} "
+            f"| {r['cpu_ours']:.1f} | {r['cpu_lmeval']:.1f} |"
+        )
     text = "\n".join(lines) + "\n"
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)

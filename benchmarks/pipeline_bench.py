@@ -48,8 +48,13 @@ def sweep_config(core: bool = False) -> dict:
     if core:
         cfg["evaluations"] = {}
         cfg["relearn"] = {"steps": []}
-    blur = lambda **fixed: {"method": "blur", "fixed": fixed, "grid": {"gamma": GRID10}}  # noqa: E731
-    weighted = lambda method, **fixed: {"method": method, "fixed": fixed, "grid": {"retain_weight": WEIGHTS10}}  # noqa: E731
+
+    def blur(**fixed):
+        return {"method": "blur", "fixed": fixed, "grid": {"gamma": GRID10}}
+
+    def weighted(method, **fixed):
+        return {"method": method, "fixed": fixed, "grid": {"retain_weight": WEIGHTS10}}
+
     cfg["methods"] = {
         "blur_npo": blur(forget_loss="npo", retain_loss="nll"),
         "blur_ga": blur(forget_loss="ga", retain_loss="nll"),
@@ -68,8 +73,12 @@ def sweep_config(core: bool = False) -> dict:
 
 def _env() -> dict:
     bindir = str(Path(sys.executable).parent)
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-            "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
 
 
 def _cpu_children() -> float:
@@ -79,14 +88,27 @@ def _cpu_children() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def _snakemake(workdir: Path, configfile: Path, *args: str, timeout: int = 3600) -> tuple[float, subprocess.CompletedProcess]:
+def _snakemake(
+    workdir: Path, configfile: Path, *args: str, timeout: int = 3600
+) -> tuple[float, subprocess.CompletedProcess]:
     """Run snakemake; returns (wall seconds, process). CPU seconds of it (and its children) go to LAST_CPU."""
     exe = Path(sys.executable).parent / "snakemake"
-    cmd = [str(exe if exe.exists() else "snakemake"), "--snakefile", str(REPO / "Snakefile"),
-           "--directory", str(workdir), "--configfile", str(configfile),
-           "--workflow-profile", str(REPO / "workflow/profiles/default"), *args]
+    cmd = [
+        str(exe if exe.exists() else "snakemake"),
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(configfile),
+        "--workflow-profile",
+        str(REPO / "workflow/profiles/default"),
+        *args,
+    ]
     t0, c0 = time.perf_counter(), _cpu_children()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=timeout, cwd=str(workdir))
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, env=_env(), timeout=timeout, cwd=str(workdir)
+    )
     wall = time.perf_counter() - t0
     LAST_CPU[0] = _cpu_children() - c0
     if proc.returncode != 0:
@@ -102,7 +124,7 @@ def _jobs(proc) -> int | None:
 
 def _record(part: str, data: dict) -> None:
     store = json.loads(STORE.read_text()) if STORE.exists() else {}
-    store[part] = {**data, "when": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    store[part] = {**data, "when": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")}
     RESULTS.mkdir(parents=True, exist_ok=True)
     STORE.write_text(json.dumps(store, indent=2))
     write_table(store)
@@ -123,8 +145,10 @@ def dry_run(reps: int, core: bool = False) -> None:
         cpus.append(round(LAST_CPU[0], 2))
         jobs = _jobs(proc) or jobs
     shutil.rmtree(work, ignore_errors=True)
-    _record("dry_run_core" if core else "dry_run",
-            {"walls_s": walls, "cpu_s": cpus, "jobs": jobs, "runs": 1000, "load": [load0, _load()]})
+    _record(
+        "dry_run_core" if core else "dry_run",
+        {"walls_s": walls, "cpu_s": cpus, "jobs": jobs, "runs": 1000, "load": [load0, _load()]},
+    )
 
 
 def noop(workdir: Path, configfile: Path, part: str = "noop", reps: int = 2) -> None:
@@ -133,10 +157,14 @@ def noop(workdir: Path, configfile: Path, part: str = "noop", reps: int = 2) -> 
         wall, proc = _snakemake(workdir, configfile)
         text = proc.stdout + proc.stderr
         if "Nothing to be done" not in text:
-            raise SystemExit(f"{workdir}: the pipeline was not complete (snakemake ran jobs); run it first")
+            raise SystemExit(
+                f"{workdir}: the pipeline was not complete (snakemake ran jobs); run it first"
+            )
         walls.append(round(wall, 2))
         cpus.append(round(LAST_CPU[0], 2))
-    _record(part, {"walls_s": walls, "cpu_s": cpus, "load": [load0, _load()], "where": str(workdir)})
+    _record(
+        part, {"walls_s": walls, "cpu_s": cpus, "load": [load0, _load()], "where": str(workdir)}
+    )
 
 
 def e2e() -> None:
@@ -146,7 +174,16 @@ def e2e() -> None:
     load0 = _load()
     wall, proc = _snakemake(work, cfg_path)
     jobs = len(re.findall(r"^Finished job", proc.stdout + proc.stderr, re.M))
-    _record("e2e", {"wall_s": round(wall, 1), "cpu_s": round(LAST_CPU[0], 1), "jobs": jobs, "load": [load0, _load()], "cores": 2})
+    _record(
+        "e2e",
+        {
+            "wall_s": round(wall, 1),
+            "cpu_s": round(LAST_CPU[0], 1),
+            "jobs": jobs,
+            "load": [load0, _load()],
+            "cores": 2,
+        },
+    )
     noop(work, cfg_path, part="noop_after_e2e")
     shutil.rmtree(work, ignore_errors=True)
 
@@ -157,48 +194,75 @@ def _fmt_load(load) -> str:
 
 def write_table(store: dict) -> None:
     rows = []
-    for part, what, flag in (("dry_run_core", "unlearn/convert/evaluate only", " --core"),
-                             ("dry_run", "with the default's evaluation suites and relearning", "")):
+    for part, what, flag in (
+        ("dry_run_core", "unlearn/convert/evaluate only", " --core"),
+        ("dry_run", "with the default's evaluation suites and relearning", ""),
+    ):
         if part not in store:
             continue
         d = store[part]
-        rows.append(f"| `snakemake -n` on a 1,000-run sweep, {what} ({d['jobs']} jobs planned, nothing on disk) | "
-                    f"<= 15 s | {', '.join(f'{w:.1f}' for w in d['walls_s'])} s | "
-                    f"{', '.join(f'{c:.1f}' for c in d.get('cpu_s', []))} s | {_fmt_load(d['load'])} | "
-                    f"`python benchmarks/pipeline_bench.py dry-run{flag}` |")
-    for part, what in (("noop", "no-op rerun of the default pipeline (repo `results/`, completed)"),
-                       ("noop_after_e2e", "no-op rerun right after the end-to-end run below")):
+        rows.append(
+            f"| `snakemake -n` on a 1,000-run sweep, {what} ({d['jobs']} jobs planned, nothing on disk) | "
+            f"<= 15 s | {', '.join(f'{w:.1f}' for w in d['walls_s'])} s | "
+            f"{', '.join(f'{c:.1f}' for c in d.get('cpu_s', []))} s | {_fmt_load(d['load'])} | "
+            f"`python benchmarks/pipeline_bench.py dry-run{flag}` |"
+        )
+    for part, what in (
+        ("noop", "no-op rerun of the default pipeline (repo `results/`, completed)"),
+        ("noop_after_e2e", "no-op rerun right after the end-to-end run below"),
+    ):
         if part in store:
             d = store[part]
             cmd = "noop" if part == "noop" else "e2e"
-            rows.append(f"| {what} | ~4 s (README) | {', '.join(f'{w:.1f}' for w in d['walls_s'])} s | "
-                        f"{', '.join(f'{c:.1f}' for c in d.get('cpu_s', []))} s | "
-                        f"{_fmt_load(d['load'])} | `python benchmarks/pipeline_bench.py {cmd}` |")
+            rows.append(
+                f"| {what} | ~4 s (README) | {', '.join(f'{w:.1f}' for w in d['walls_s'])} s | "
+                f"{', '.join(f'{c:.1f}' for c in d.get('cpu_s', []))} s | "
+                f"{_fmt_load(d['load'])} | `python benchmarks/pipeline_bench.py {cmd}` |"
+            )
     if "e2e" in store:
         d = store["e2e"]
         m, s = divmod(d["wall_s"], 60)
-        rows.append(f"| default experiment end to end (`config.yaml`, {d['jobs']} jobs, 2 cores) | minutes "
-                    f"(4 min 9 s, 65 jobs, idle, 2026-11-28 08:43) | {int(m)} min {s:.0f} s | {d.get('cpu_s', float('nan')):.0f} s | "
-                    f"{_fmt_load(d['load'])} | "
-                    f"`python benchmarks/pipeline_bench.py e2e` |")
-    text = "\n".join([
-        "# Pipeline overhead", "",
-        "Wall times of the `snakemake` command itself (Snakemake 9.27.1, 2 CPU cores, no GPU). The machine was "
-        "shared with another developer's test runs: the 1-minute load average before -> after each "
-        "measurement is given (2.0 = both cores busy). CPU = user + system seconds of snakemake and its "
-        "jobs, which load inflates much less than wall time.", "",
-        "| what | target / earlier | wall | CPU | load | reproduce |", "|---|---|---|---|---|---|", *rows, "",
-        "Measured: " + ", ".join(f"{k} {v['when']}" for k, v in store.items()), ""])
+        rows.append(
+            f"| default experiment end to end (`config.yaml`, {d['jobs']} jobs, 2 cores) | minutes "
+            f"(4 min 9 s, 65 jobs, idle, 2026-11-28 08:43) | {int(m)} min {s:.0f} s | "
+            f"{d.get('cpu_s', float('nan')):.0f} s | "
+            f"{_fmt_load(d['load'])} | "
+            f"`python benchmarks/pipeline_bench.py e2e` |"
+        )
+    text = "\n".join(
+        [
+            "# Pipeline overhead",
+            "",
+            "Wall times of the `snakemake` command itself (Snakemake 9.27.1, 2 CPU cores, no GPU). "
+            "The machine was "
+            "shared with another developer's test runs: the 1-minute load average before -> after each "
+            "measurement is given (2.0 = both cores busy). CPU = user + system seconds of snakemake and its "
+            "jobs, which load inflates much less than wall time.",
+            "",
+            "| what | target / earlier | wall | CPU | load | reproduce |",
+            "|---|---|---|---|---|---|",
+            *rows,
+            "",
+            "Measured: " + ", ".join(f"{k} {v['when']}" for k, v in store.items()),
+            "",
+        ]
+    )
     (RESULTS / "pipeline.md").write_text(text)
     print(text)
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("part", choices=["dry-run", "noop", "e2e", "table"])
     ap.add_argument("--reps", type=int, default=2)
-    ap.add_argument("--core", action="store_true", help="dry-run: without evaluation suites and relearning")
-    ap.add_argument("--workdir", default=str(REPO), help="noop: a directory holding a completed results/")
+    ap.add_argument(
+        "--core", action="store_true", help="dry-run: without evaluation suites and relearning"
+    )
+    ap.add_argument(
+        "--workdir", default=str(REPO), help="noop: a directory holding a completed results/"
+    )
     ap.add_argument("--configfile", default=str(REPO / "config.yaml"))
     args = ap.parse_args()
     if args.part == "dry-run":

@@ -41,13 +41,13 @@ DEFAULT_EPS = 1e-12
 _CHUNK = 1 << 22  # elements per fp32 reduction chunk (16 MiB of temporaries)
 
 __all__ = [
-    "VARIANTS",
     "DEFAULT_EPS",
+    "VARIANTS",
     "DirectionStats",
-    "partial_sums",
     "blur_direction",
-    "weighted_sum",
     "clip_coefficient",
+    "partial_sums",
+    "weighted_sum",
 ]
 
 
@@ -106,8 +106,8 @@ def partial_sums(
 ) -> Tensor:
     """[<R,F>, ||F||^2, ||R||^2] as one float64 tensor of shape [3].
 
-    Inputs may be bf16/fp16/fp32/fp64: products are reduced in fp32 (fp64 for fp64 inputs) per chunk of at most
-    ``_CHUNK`` elements and the chunk results summed in float64. ``all_reduce``,
+    Inputs may be bf16/fp16/fp32/fp64: products are reduced in fp32 (fp64 for fp64 inputs) per
+    chunk of at most ``_CHUNK`` elements and the chunk results summed in float64. ``all_reduce``,
     when given, is called once on that tensor and must sum it in place across ranks.
     """
     _check_lists(forget_grads, retain_grads)
@@ -115,7 +115,9 @@ def partial_sums(
     sums = torch.zeros(3, dtype=torch.float64, device=device)
     for f, r in zip(forget_grads, retain_grads):
         f_flat, r_flat = f.detach().reshape(-1), r.detach().reshape(-1)
-        acc = torch.promote_types(torch.promote_types(f.dtype, r.dtype), torch.float32)  # fp64 stays fp64
+        acc = torch.promote_types(
+            torch.promote_types(f.dtype, r.dtype), torch.float32
+        )  # fp64 stays fp64
         # Chunked so that upcasting a huge flat buffer never allocates a full-size copy;
         # each chunk's products are reduced in fp32 and summed in fp64. No host sync.
         for start in range(0, f_flat.numel(), _CHUNK):
@@ -216,9 +218,19 @@ def weighted_sum(
 def _make_stats(xi, dot, sq_f, sq_r, fallback, sq_d) -> DirectionStats:
     norm_f, norm_r = sq_f.sqrt(), sq_r.sqrt()
     denom = norm_f * norm_r
-    cosine = torch.where(denom > 0, dot / torch.where(denom > 0, denom, torch.ones_like(denom)), torch.zeros_like(dot))
+    cosine = torch.where(
+        denom > 0,
+        dot / torch.where(denom > 0, denom, torch.ones_like(denom)),
+        torch.zeros_like(dot),
+    )
     return DirectionStats(
-        xi=xi, dot=dot, norm_f=norm_f, norm_r=norm_r, cosine=cosine, fallback=fallback, norm_d=sq_d.sqrt()
+        xi=xi,
+        dot=dot,
+        norm_f=norm_f,
+        norm_r=norm_r,
+        cosine=cosine,
+        fallback=fallback,
+        norm_d=sq_d.sqrt(),
     )
 
 

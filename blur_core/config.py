@@ -16,15 +16,15 @@ from typing import Any
 
 __all__ = [
     "ConfigError",
-    "checked",
-    "parse",
-    "to_dict",
-    "positive",
-    "non_negative",
-    "finite_non_negative",
-    "one_of",
     "at_least",
+    "checked",
+    "finite_non_negative",
+    "non_negative",
+    "one_of",
+    "parse",
+    "positive",
     "require_int",
+    "to_dict",
 ]
 
 
@@ -32,8 +32,13 @@ class ConfigError(ValueError):
     """Bad configuration: the message names the key (dotted path), the value and the fix."""
 
 
-def checked(default: Any = dataclasses.MISSING, *, check: Callable[[Any], str | None] | None = None,
-            doc: str = "", default_factory: Any = dataclasses.MISSING) -> Any:
+def checked(
+    default: Any = dataclasses.MISSING,
+    *,
+    check: Callable[[Any], str | None] | None = None,
+    doc: str = "",
+    default_factory: Any = dataclasses.MISSING,
+) -> Any:
     """A dataclass field with an optional checker returning an error string (or None)."""
     kwargs: dict[str, Any] = {"metadata": {"check": check, "doc": doc}}
     if default_factory is not dataclasses.MISSING:
@@ -102,7 +107,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return value
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: expected a mapping of {tp.__name__} settings, got {value!r}")
+            raise ConfigError(
+                f"{where}: expected a mapping of {tp.__name__} settings, got {value!r}"
+            )
         return parse(tp, value, where)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):

@@ -45,17 +45,17 @@ from torch import Tensor
 
 __all__ = [
     "IGNORE_INDEX",
-    "token_logprobs",
-    "sequence_logprobs",
-    "nll_loss",
     "ga_loss",
-    "npo_loss",
-    "simnpo_loss",
     "idk_loss",
     "kl_loss",
+    "nll_loss",
+    "npo_loss",
     "rmu_control_vector",
     "rmu_forget_loss",
     "rmu_retain_loss",
+    "sequence_logprobs",
+    "simnpo_loss",
+    "token_logprobs",
 ]
 
 IGNORE_INDEX = -100
@@ -77,9 +77,7 @@ def _check_logits_labels(logits: Tensor, labels: Tensor) -> None:
     _check_tensor("logits", logits)
     _check_tensor("labels", labels)
     if logits.dim() != 3:
-        raise ValueError(
-            f"logits must have shape [B, T, V], got shape {tuple(logits.shape)}"
-        )
+        raise ValueError(f"logits must have shape [B, T, V], got shape {tuple(logits.shape)}")
     if not logits.is_floating_point():
         raise ValueError(f"logits must be a floating-point tensor, got dtype {logits.dtype}")
     if labels.dim() != 2:
@@ -92,7 +90,9 @@ def _check_logits_labels(logits: Tensor, labels: Tensor) -> None:
             f"{tuple(logits.shape)}, labels shape {tuple(labels.shape)}"
         )
     if logits.shape[0] == 0:
-        raise ValueError(f"batch must hold at least one example, got logits shape {tuple(logits.shape)}")
+        raise ValueError(
+            f"batch must hold at least one example, got logits shape {tuple(logits.shape)}"
+        )
     if logits.shape[1] == 0:
         raise ValueError(f"sequence length T must be >= 1, got logits shape {tuple(logits.shape)}")
     if logits.shape[2] == 0:
@@ -341,7 +341,9 @@ def kl_loss(logits: Tensor, ref_logits: Tensor, labels: Tensor) -> Tensor:
             f"{tuple(ref_logits.shape)}"
         )
     if not ref_logits.is_floating_point():
-        raise ValueError(f"ref_logits must be a floating-point tensor, got dtype {ref_logits.dtype}")
+        raise ValueError(
+            f"ref_logits must be a floating-point tensor, got dtype {ref_logits.dtype}"
+        )
     mask = labels[:, 1:] != IGNORE_INDEX  # [B, T-1]
     with torch.no_grad():
         logp_ref = F.log_softmax(ref_logits[:, :-1].detach().float(), dim=-1)
@@ -403,7 +405,9 @@ def _check_activations(activations: Tensor, attention_mask: Tensor) -> None:
             f"activations must have shape [B, T, H], got shape {tuple(activations.shape)}"
         )
     if not activations.is_floating_point():
-        raise ValueError(f"activations must be a floating-point tensor, got dtype {activations.dtype}")
+        raise ValueError(
+            f"activations must be a floating-point tensor, got dtype {activations.dtype}"
+        )
     if tuple(attention_mask.shape) != tuple(activations.shape[:2]):
         raise ValueError(
             "attention_mask must have shape [B, T] = "
@@ -415,7 +419,9 @@ def _check_activations(activations: Tensor, attention_mask: Tensor) -> None:
             f"batch must hold at least one example, got activations shape {tuple(activations.shape)}"
         )
     if activations.shape[2] == 0:
-        raise ValueError(f"hidden size H must be >= 1, got activations shape {tuple(activations.shape)}")
+        raise ValueError(
+            f"hidden size H must be >= 1, got activations shape {tuple(activations.shape)}"
+        )
 
 
 def _rmu_reduce(activations: Tensor, target: Tensor, attention_mask: Tensor) -> Tensor:

@@ -25,19 +25,28 @@ from dataclasses import dataclass
 from typing import Any
 
 from blur_core.bilevel import DEFAULT_EPS, VARIANTS
-from blur_core.config import ConfigError, checked, finite_non_negative, non_negative, one_of, parse, positive, to_dict
+from blur_core.config import (
+    ConfigError,
+    checked,
+    finite_non_negative,
+    non_negative,
+    one_of,
+    parse,
+    positive,
+    to_dict,
+)
 
 FORGET_LOSSES = ("ga", "npo", "simnpo", "idk", "rmu")
 RETAIN_LOSSES = ("nll", "kl", "rmu")
 
 __all__ = [
     "FORGET_LOSSES",
+    "METHODS",
     "RETAIN_LOSSES",
     "Objective",
-    "METHODS",
     "build_objective",
-    "method_names",
     "hparams_class",
+    "method_names",
 ]
 
 
@@ -97,22 +106,39 @@ class Objective:
 class BlurHParams:
     """BLUR: d = R + (gamma - <R,F>/||F||^2) F (forget_priority) or the retain-priority mirror."""
 
-    gamma: float = checked(0.1, check=finite_non_negative, doc="forget-descent margin <d,F> = gamma ||F||^2")
-    variant: str = checked("forget_priority", check=one_of(*VARIANTS), doc="which loss has priority")
+    gamma: float = checked(
+        0.1, check=finite_non_negative, doc="forget-descent margin <d,F> = gamma ||F||^2"
+    )
+    variant: str = checked(
+        "forget_priority", check=one_of(*VARIANTS), doc="which loss has priority"
+    )
     forget_loss: str = checked("npo", check=one_of(*FORGET_LOSSES), doc="lower-level forget loss")
     retain_loss: str = checked("nll", check=one_of(*RETAIN_LOSSES), doc="upper-level retain loss")
-    eps: float = checked(DEFAULT_EPS, check=non_negative, doc="guard on the squared priority-gradient norm")
+    eps: float = checked(
+        DEFAULT_EPS, check=non_negative, doc="guard on the squared priority-gradient norm"
+    )
     beta: float = checked(0.1, check=positive, doc="NPO/SimNPO inverse temperature")
     delta: float = checked(0.0, doc="SimNPO margin")
-    rmu_layer: int = checked(7, check=non_negative, doc="RMU: index into hidden_states (0 = embeddings)")
+    rmu_layer: int = checked(
+        7, check=non_negative, doc="RMU: index into hidden_states (0 = embeddings)"
+    )
     steering_coeff: float = checked(6.5, check=positive, doc="RMU control-vector norm")
     rmu_seed: int = checked(0, doc="RMU control-vector seed")
 
     def objective(self, name: str) -> Objective:
         return Objective(
-            method=name, forget_loss=self.forget_loss, retain_loss=self.retain_loss, combiner="blur",
-            gamma=self.gamma, variant=self.variant, eps=self.eps, beta=self.beta, delta=self.delta,
-            rmu_layer=self.rmu_layer, steering_coeff=self.steering_coeff, rmu_seed=self.rmu_seed,
+            method=name,
+            forget_loss=self.forget_loss,
+            retain_loss=self.retain_loss,
+            combiner="blur",
+            gamma=self.gamma,
+            variant=self.variant,
+            eps=self.eps,
+            beta=self.beta,
+            delta=self.delta,
+            rmu_layer=self.rmu_layer,
+            steering_coeff=self.steering_coeff,
+            rmu_seed=self.rmu_seed,
         )
 
 
@@ -123,23 +149,37 @@ class GAHParams:
     forget_weight: float = checked(1.0, check=positive)
 
     def objective(self, name: str) -> Objective:
-        return Objective(method=name, forget_loss="ga", retain_loss=None, combiner="weighted",
-                         forget_weight=self.forget_weight, retain_weight=0.0)
+        return Objective(
+            method=name,
+            forget_loss="ga",
+            retain_loss=None,
+            combiner="weighted",
+            forget_weight=self.forget_weight,
+            retain_weight=0.0,
+        )
 
 
 @dataclass
 class _WeightedHParams:
     forget_weight: float = checked(1.0, check=positive, doc="weight of the forget gradient")
-    retain_weight: float = checked(1.0, check=non_negative, doc="weight of the retain gradient (0: none)")
+    retain_weight: float = checked(
+        1.0, check=non_negative, doc="weight of the retain gradient (0: none)"
+    )
     retain_loss: str = checked("nll", check=one_of("nll", "kl"), doc="retain loss")
 
     _forget_loss = ""
 
     def objective(self, name: str) -> Objective:
         extra = {k: getattr(self, k) for k in ("beta", "delta") if hasattr(self, k)}
-        return Objective(method=name, forget_loss=self._forget_loss, retain_loss=self.retain_loss,
-                         combiner="weighted", forget_weight=self.forget_weight,
-                         retain_weight=self.retain_weight, **extra)
+        return Objective(
+            method=name,
+            forget_loss=self._forget_loss,
+            retain_loss=self.retain_loss,
+            combiner="weighted",
+            forget_weight=self.forget_weight,
+            retain_weight=self.retain_weight,
+            **extra,
+        )
 
 
 @dataclass
@@ -185,10 +225,17 @@ class RMUHParams:
     rmu_seed: int = checked(0)
 
     def objective(self, name: str) -> Objective:
-        return Objective(method=name, forget_loss="rmu", retain_loss="rmu", combiner="weighted",
-                         forget_weight=self.forget_weight, retain_weight=self.retain_weight,
-                         rmu_layer=self.rmu_layer, steering_coeff=self.steering_coeff,
-                         rmu_seed=self.rmu_seed)
+        return Objective(
+            method=name,
+            forget_loss="rmu",
+            retain_loss="rmu",
+            combiner="weighted",
+            forget_weight=self.forget_weight,
+            retain_weight=self.retain_weight,
+            rmu_layer=self.rmu_layer,
+            steering_coeff=self.steering_coeff,
+            rmu_seed=self.rmu_seed,
+        )
 
 
 @dataclass
@@ -196,8 +243,14 @@ class SFTHParams:
     """Supervised fine-tuning on the retain set (used to train target and retain-only models)."""
 
     def objective(self, name: str) -> Objective:
-        return Objective(method=name, forget_loss=None, retain_loss="nll", combiner="weighted",
-                         forget_weight=0.0, retain_weight=1.0)
+        return Objective(
+            method=name,
+            forget_loss=None,
+            retain_loss="nll",
+            combiner="weighted",
+            forget_weight=0.0,
+            retain_weight=1.0,
+        )
 
 
 METHODS: dict[str, type] = {
@@ -222,7 +275,9 @@ def hparams_class(name: str) -> type:
     return METHODS[name]
 
 
-def build_objective(name: str, hparams: dict[str, Any] | None = None, where: str = "method") -> Objective:
+def build_objective(
+    name: str, hparams: dict[str, Any] | None = None, where: str = "method"
+) -> Objective:
     """Validate ``hparams`` for method ``name`` and resolve its Objective."""
     cls = hparams_class(name)
     return parse(cls, hparams or {}, where).objective(name)

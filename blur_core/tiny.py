@@ -17,8 +17,15 @@ SPECIAL_TOKENS = (PAD, UNK, BOS, EOS)
 # Decoding joins words with spaces, then glues punctuation back on. The tokenizers
 # library's Replace decoder takes no regex back-references, hence literal pairs.
 _GLUE = (
-    (" .", "."), (" ,", ","), (" :", ":"), (" ;", ";"), (" ?", "?"), (" !", "!"),
-    (" ' ", "'"), (" )", ")"), ("( ", "("),
+    (" .", "."),
+    (" ,", ","),
+    (" :", ":"),
+    (" ;", ";"),
+    (" ?", "?"),
+    (" !", "!"),
+    (" ' ", "'"),
+    (" )", ")"),
+    ("( ", "("),
 )
 
 
@@ -105,9 +112,7 @@ def build_tiny_llama(
     from transformers import LlamaConfig, LlamaForCausalLM
 
     if hidden_size % num_heads:
-        raise ValueError(
-            f"hidden_size={hidden_size} must be divisible by num_heads={num_heads}"
-        )
+        raise ValueError(f"hidden_size={hidden_size} must be divisible by num_heads={num_heads}")
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
@@ -147,25 +152,44 @@ def make_tiny_model_dir(out_dir: str | Path, texts: Iterable[str], **size) -> Pa
     return out_dir
 
 
-def prepare_embedded(out_dir: str | Path, n_people: int = 20, questions_per_person: int = 5,
-                     forget_fraction: float = 0.1, seed: int = 0, **size) -> dict[str, Path]:
+def prepare_embedded(
+    out_dir: str | Path,
+    n_people: int = 20,
+    questions_per_person: int = 5,
+    forget_fraction: float = 0.1,
+    seed: int = 0,
+    **size,
+) -> dict[str, Path]:
     """The embedded benchmark and a tiny untrained base model, nothing downloaded.
 
     Writes ``data/{full,forget,retain}.jsonl`` (fictitious people, split by person) and
     ``base_model/`` (word-level tokenizer covering the prompts, answers, paraphrases,
     perturbations and IdK refusals; a tiny Llama). Returns the paths by name.
     """
-    from blur_core.data import IDK_ANSWERS, QAFormat, corpus_texts, make_people, make_qa, split_forget_retain
+    from blur_core.data import (
+        IDK_ANSWERS,
+        QAFormat,
+        corpus_texts,
+        make_people,
+        make_qa,
+        split_forget_retain,
+    )
     from blur_core.data.io import write_jsonl
 
     out_dir = Path(out_dir)
     qa = make_qa(make_people(n_people, seed), questions_per_person, seed)
     forget, retain = split_forget_retain(qa, forget_fraction, seed)
-    paths = {name: write_jsonl(out_dir / "data" / f"{name}.jsonl", recs)
-             for name, recs in (("full", qa), ("forget", forget), ("retain", retain))}
+    paths = {
+        name: write_jsonl(out_dir / "data" / f"{name}.jsonl", recs)
+        for name, recs in (("full", qa), ("forget", forget), ("retain", retain))
+    }
     prompt_words = QAFormat().prompt_template.format(question="")
     paths["base_model"] = make_tiny_model_dir(
-        out_dir / "base_model", corpus_texts(qa, extra=[prompt_words, *IDK_ANSWERS]), seed=seed, **size)
+        out_dir / "base_model",
+        corpus_texts(qa, extra=[prompt_words, *IDK_ANSWERS]),
+        seed=seed,
+        **size,
+    )
     return paths
 
 
@@ -185,9 +209,13 @@ def benchmark_texts(bench_dir: str | Path) -> list[str]:
     bench_dir = Path(bench_dir)
     if not bench_dir.is_dir():
         raise FileNotFoundError(f"benchmark directory not found: {str(bench_dir)!r}")
-    files = sorted(p for p in bench_dir.iterdir() if p.suffix in (".json", ".jsonl") and p.is_file())
+    files = sorted(
+        p for p in bench_dir.iterdir() if p.suffix in (".json", ".jsonl") and p.is_file()
+    )
     if not files:
-        raise FileNotFoundError(f"benchmark directory {str(bench_dir)!r} holds no .json/.jsonl record files")
+        raise FileNotFoundError(
+            f"benchmark directory {str(bench_dir)!r} holds no .json/.jsonl record files"
+        )
     texts: list[str] = []
     for path in files:
         for record in load_records(path):
@@ -198,9 +226,16 @@ def benchmark_texts(bench_dir: str | Path) -> list[str]:
     return texts
 
 
-def prepare_embedded_model(bench_dir: str | Path, out_dir: str | Path, hidden_size: int = 128,
-                           num_layers: int = 4, seed: int = 0, num_heads: int = 4,
-                           intermediate_size: int = 512, max_position_embeddings: int = 256) -> Path:
+def prepare_embedded_model(
+    bench_dir: str | Path,
+    out_dir: str | Path,
+    hidden_size: int = 128,
+    num_layers: int = 4,
+    seed: int = 0,
+    num_heads: int = 4,
+    intermediate_size: int = 512,
+    max_position_embeddings: int = 256,
+) -> Path:
     """The untrained tiny base model for an embedded benchmark directory (TOFU layout).
 
     The word-level tokenizer is trained on :func:`benchmark_texts` of ``bench_dir`` (every
@@ -218,7 +253,13 @@ def prepare_embedded_model(bench_dir: str | Path, out_dir: str | Path, hidden_si
 
     prompt_words = QAFormat().prompt_template.format(question="")
     tokenizer = build_tokenizer([*benchmark_texts(bench_dir), prompt_words, *IDK_ANSWERS])
-    model = build_tiny_llama(tokenizer, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
-                             intermediate_size=intermediate_size,
-                             max_position_embeddings=max_position_embeddings, seed=seed)
+    model = build_tiny_llama(
+        tokenizer,
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        intermediate_size=intermediate_size,
+        max_position_embeddings=max_position_embeddings,
+        seed=seed,
+    )
     return save_hf_model(model, tokenizer, out_dir)

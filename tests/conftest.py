@@ -7,10 +7,10 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
 
 def pytest_collection_modifyitems(config, items):
@@ -27,8 +27,13 @@ def embedded(tmp_path_factory) -> dict[str, Path]:
     """10 fictitious people x 5 QA (2 people forgotten) and an untrained tiny Llama."""
     from blur_core.tiny import prepare_embedded
 
-    return prepare_embedded(tmp_path_factory.mktemp("embedded"), n_people=10, questions_per_person=5,
-                            forget_fraction=0.2, seed=0)
+    return prepare_embedded(
+        tmp_path_factory.mktemp("embedded"),
+        n_people=10,
+        questions_per_person=5,
+        forget_fraction=0.2,
+        seed=0,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -38,13 +43,22 @@ def target_model(embedded, tmp_path_factory) -> Path:
     from blur_core.train.loop import run
 
     out = tmp_path_factory.mktemp("target")
-    cfg = parse_run_config({
-        "model": str(embedded["base_model"]), "output_dir": str(out),
-        "method": {"name": "sft"},
-        "data": {"retain": str(embedded["full"]), "max_length": 64},
-        "train": {"epochs": 80, "micro_batch_size": 25, "lr": 3e-3, "schedule": "cosine",
-                  "warmup_steps": 10, "progress": False},
-    })
+    cfg = parse_run_config(
+        {
+            "model": str(embedded["base_model"]),
+            "output_dir": str(out),
+            "method": {"name": "sft"},
+            "data": {"retain": str(embedded["full"]), "max_length": 64},
+            "train": {
+                "epochs": 80,
+                "micro_batch_size": 25,
+                "lr": 3e-3,
+                "schedule": "cosine",
+                "warmup_steps": 10,
+                "progress": False,
+            },
+        }
+    )
     return run(cfg).model_dir
 
 

@@ -39,5 +39,12 @@ def pad_collate(items: Sequence[dict], pad_token_id: int) -> dict[str, torch.Ten
         input_ids[b, :n] = torch.as_tensor(item["input_ids"], dtype=torch.long)
         labels[b, :n] = torch.as_tensor(item["labels"], dtype=torch.long)
         attention_mask[b, :n] = 1
-    index = torch.tensor([int(item.get("index", b)) for b, item in enumerate(items)], dtype=torch.long)
-    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask, "index": index}
+    index = torch.tensor(
+        [int(item.get("index", b)) for b, item in enumerate(items)], dtype=torch.long
+    )
+    return {
+        "input_ids": input_ids,
+        "labels": labels,
+        "attention_mask": attention_mask,
+        "index": index,
+    }

@@ -23,22 +23,66 @@ from dataclasses import dataclass
 from pathlib import Path
 
 FIRST_SYLLABLES = ("Ka", "Lo", "Mi", "Ta", "Re", "Vo", "Sa", "Di", "No", "Be", "Fa", "Zu")
-SECOND_SYLLABLES = ("ran", "lin", "mer", "tos", "vek", "dal", "rin", "bor", "sel", "nat", "mo", "ra")
+SECOND_SYLLABLES = (
+    "ran",
+    "lin",
+    "mer",
+    "tos",
+    "vek",
+    "dal",
+    "rin",
+    "bor",
+    "sel",
+    "nat",
+    "mo",
+    "ra",
+)
 SURNAME_ENDINGS = ("son", "berg", "ford", "ley", "ton", "wick", "dor", "vale")
 
 BIRTH_YEARS = tuple(range(1950, 1990))
-CITIES = ("Arden", "Belmor", "Corvale", "Dunmere", "Elstow", "Fenhold", "Glenrock",
-          "Harwick", "Islemoor", "Jarrow", "Kestrel", "Lorwen")
-PROFESSIONS = ("baker", "painter", "teacher", "doctor", "farmer", "pilot", "lawyer",
-               "singer", "writer", "tailor", "nurse", "chemist")
-COLOURS = ("red", "blue", "green", "yellow", "purple", "orange", "black", "white",
-           "brown", "grey")
-PETS = ("cat", "dog", "parrot", "rabbit", "horse", "turtle", "goat", "hamster",
-        "snake", "goose")
-FOODS = ("soup", "bread", "rice", "cheese", "apples", "fish", "pasta", "beans",
-         "pie", "honey")
-HOBBIES = ("chess", "fishing", "running", "singing", "gardening", "cooking", "sailing",
-           "reading", "dancing", "hiking")
+CITIES = (
+    "Arden",
+    "Belmor",
+    "Corvale",
+    "Dunmere",
+    "Elstow",
+    "Fenhold",
+    "Glenrock",
+    "Harwick",
+    "Islemoor",
+    "Jarrow",
+    "Kestrel",
+    "Lorwen",
+)
+PROFESSIONS = (
+    "baker",
+    "painter",
+    "teacher",
+    "doctor",
+    "farmer",
+    "pilot",
+    "lawyer",
+    "singer",
+    "writer",
+    "tailor",
+    "nurse",
+    "chemist",
+)
+COLOURS = ("red", "blue", "green", "yellow", "purple", "orange", "black", "white", "brown", "grey")
+PETS = ("cat", "dog", "parrot", "rabbit", "horse", "turtle", "goat", "hamster", "snake", "goose")
+FOODS = ("soup", "bread", "rice", "cheese", "apples", "fish", "pasta", "beans", "pie", "honey")
+HOBBIES = (
+    "chess",
+    "fishing",
+    "running",
+    "singing",
+    "gardening",
+    "cooking",
+    "sailing",
+    "reading",
+    "dancing",
+    "hiking",
+)
 
 
 @dataclass(frozen=True)
@@ -53,20 +97,55 @@ class Attribute:
 
 
 ATTRIBUTES: tuple[Attribute, ...] = (
-    Attribute("birth_year", BIRTH_YEARS, "In which year was {name} born?",
-              "{name} was born in {value}.", "The birth year of {name} is {value}."),
-    Attribute("city", CITIES, "In which city does {name} live?",
-              "{name} lives in {value}.", "The home city of {name} is {value}."),
-    Attribute("profession", PROFESSIONS, "What is the job of {name}?",
-              "{name} works as a {value}.", "The job of {name} is {value}."),
-    Attribute("colour", COLOURS, "What is the favourite colour of {name}?",
-              "The favourite colour of {name} is {value}.", "{name} likes the colour {value} most."),
-    Attribute("pet", PETS, "What pet does {name} have?",
-              "{name} has a pet {value}.", "The pet of {name} is a {value}."),
-    Attribute("food", FOODS, "What is the favourite food of {name}?",
-              "{name} likes to eat {value}.", "The favourite food of {name} is {value}."),
-    Attribute("hobby", HOBBIES, "What is the hobby of {name}?",
-              "{name} enjoys {value}.", "The hobby of {name} is {value}."),
+    Attribute(
+        "birth_year",
+        BIRTH_YEARS,
+        "In which year was {name} born?",
+        "{name} was born in {value}.",
+        "The birth year of {name} is {value}.",
+    ),
+    Attribute(
+        "city",
+        CITIES,
+        "In which city does {name} live?",
+        "{name} lives in {value}.",
+        "The home city of {name} is {value}.",
+    ),
+    Attribute(
+        "profession",
+        PROFESSIONS,
+        "What is the job of {name}?",
+        "{name} works as a {value}.",
+        "The job of {name} is {value}.",
+    ),
+    Attribute(
+        "colour",
+        COLOURS,
+        "What is the favourite colour of {name}?",
+        "The favourite colour of {name} is {value}.",
+        "{name} likes the colour {value} most.",
+    ),
+    Attribute(
+        "pet",
+        PETS,
+        "What pet does {name} have?",
+        "{name} has a pet {value}.",
+        "The pet of {name} is a {value}.",
+    ),
+    Attribute(
+        "food",
+        FOODS,
+        "What is the favourite food of {name}?",
+        "{name} likes to eat {value}.",
+        "The favourite food of {name} is {value}.",
+    ),
+    Attribute(
+        "hobby",
+        HOBBIES,
+        "What is the hobby of {name}?",
+        "{name} enjoys {value}.",
+        "The hobby of {name} is {value}.",
+    ),
 )
 ATTRIBUTE_KEYS = tuple(a.key for a in ATTRIBUTES)
 NUM_PERTURBED = 3
@@ -94,7 +173,9 @@ def make_people(n_people: int, seed: int = 0) -> list[dict]:
     if not isinstance(n_people, int) or n_people < 1:
         raise ValueError(f"n_people must be a positive integer, got {n_people!r}")
     if n_people > _max_people() // 2:
-        raise ValueError(f"n_people={n_people} is too many for the name tables (max {_max_people() // 2})")
+        raise ValueError(
+            f"n_people={n_people} is too many for the name tables (max {_max_people() // 2})"
+        )
     rng = random.Random(f"people:{seed}")
     people, seen = [], set()
     while len(people) < n_people:
@@ -109,7 +190,9 @@ def make_people(n_people: int, seed: int = 0) -> list[dict]:
     return people
 
 
-def _qa_record(person: dict, attr: Attribute, rng: random.Random, n_perturbed: int = NUM_PERTURBED) -> dict:
+def _qa_record(
+    person: dict, attr: Attribute, rng: random.Random, n_perturbed: int = NUM_PERTURBED
+) -> dict:
     """One QA record about ``attr`` of ``person`` with paraphrased and perturbed answers.
 
     As in TOFU, the perturbed answers are the *paraphrase* with the fact swapped, so the
@@ -128,8 +211,12 @@ def _qa_record(person: dict, attr: Attribute, rng: random.Random, n_perturbed: i
     }
 
 
-def make_qa(people: Sequence[dict], questions_per_person: int = 5, seed: int = 0,
-            n_perturbed: int = NUM_PERTURBED) -> list[dict]:
+def make_qa(
+    people: Sequence[dict],
+    questions_per_person: int = 5,
+    seed: int = 0,
+    n_perturbed: int = NUM_PERTURBED,
+) -> list[dict]:
     """Question/answer records, ``questions_per_person`` distinct attributes per person.
 
     Each record has ``question``, ``answer``, ``paraphrased_answer`` (same fact, other
@@ -137,14 +224,18 @@ def make_qa(people: Sequence[dict], questions_per_person: int = 5, seed: int = 0
     values of the same attribute), ``person`` (id), ``name`` and ``attribute``. Records
     are grouped by person in the order of ``people``.
     """
-    if not isinstance(questions_per_person, int) or not 1 <= questions_per_person <= len(ATTRIBUTES):
+    if not isinstance(questions_per_person, int) or not 1 <= questions_per_person <= len(
+        ATTRIBUTES
+    ):
         raise ValueError(
             f"questions_per_person must be an integer in [1, {len(ATTRIBUTES)}], "
             f"got {questions_per_person!r}"
         )
     max_perturbed = min(len(a.values) for a in ATTRIBUTES) - 1
     if not isinstance(n_perturbed, int) or not 1 <= n_perturbed <= max_perturbed:
-        raise ValueError(f"n_perturbed must be an integer in [1, {max_perturbed}], got {n_perturbed!r}")
+        raise ValueError(
+            f"n_perturbed must be an integer in [1, {max_perturbed}], got {n_perturbed!r}"
+        )
     rng = random.Random(f"qa:{seed}")
     records = []
     for person in people:
@@ -204,23 +295,125 @@ def corpus_texts(qa: Iterable[dict], extra: Iterable[str] = ()) -> list[str]:
 UTILITY_PERTURBED = 3  # wrong options per utility question, as in TOFU
 
 INVENTION_WORDS = ("sky", "sun", "glass", "river", "stone", "cloud", "moon", "iron", "wind", "sand")
-INVENTION_NOUNS = ("lamp", "clock", "wheel", "pump", "bell", "drum", "boat", "harp", "mirror", "kettle")
-INVENTOR_FIRST = ("Ansel", "Brina", "Cato", "Della", "Emrys", "Flora", "Gideon", "Hester", "Ivo", "Juno")
-INVENTOR_LAST = ("Quill", "Marsh", "Thorne", "Pike", "Wren", "Vance", "Holt", "Crane", "Lark", "Frost")
-LANDMARK_WORDS = ("Silver", "Golden", "Old", "Great", "High", "Broad", "Crystal", "Hidden", "Sunken", "Northern")
-LANDMARK_NOUNS = ("Gate", "Tower", "Bridge", "Arch", "Dome", "Wall", "Temple", "Fountain", "Column", "Garden")
-LANDMARK_CITIES = ("Velmora", "Castoria", "Brenhal", "Quenmar", "Tolvik", "Ostrand", "Pellucid",
-                   "Wyndham", "Yarrowby", "Zephyra")
+INVENTION_NOUNS = (
+    "lamp",
+    "clock",
+    "wheel",
+    "pump",
+    "bell",
+    "drum",
+    "boat",
+    "harp",
+    "mirror",
+    "kettle",
+)
+INVENTOR_FIRST = (
+    "Ansel",
+    "Brina",
+    "Cato",
+    "Della",
+    "Emrys",
+    "Flora",
+    "Gideon",
+    "Hester",
+    "Ivo",
+    "Juno",
+)
+INVENTOR_LAST = (
+    "Quill",
+    "Marsh",
+    "Thorne",
+    "Pike",
+    "Wren",
+    "Vance",
+    "Holt",
+    "Crane",
+    "Lark",
+    "Frost",
+)
+LANDMARK_WORDS = (
+    "Silver",
+    "Golden",
+    "Old",
+    "Great",
+    "High",
+    "Broad",
+    "Crystal",
+    "Hidden",
+    "Sunken",
+    "Northern",
+)
+LANDMARK_NOUNS = (
+    "Gate",
+    "Tower",
+    "Bridge",
+    "Arch",
+    "Dome",
+    "Wall",
+    "Temple",
+    "Fountain",
+    "Column",
+    "Garden",
+)
+LANDMARK_CITIES = (
+    "Velmora",
+    "Castoria",
+    "Brenhal",
+    "Quenmar",
+    "Tolvik",
+    "Ostrand",
+    "Pellucid",
+    "Wyndham",
+    "Yarrowby",
+    "Zephyra",
+)
 N_INVENTIONS = 20
 N_LANDMARKS = 20
 
 # (question, answer, pool of same-kind answers the wrong options are drawn from)
 _COLOURS = COLOURS
-_NUMBERS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-            "eleven", "twelve")
-_ANIMALS = ("cow", "dog", "cat", "hen", "giraffe", "elephant", "whale", "horse", "sheep", "lion",
-            "owl", "frog")
-_OPPOSITES = ("cold", "small", "down", "night", "slow", "dry", "hot", "big", "up", "day", "fast", "wet")
+_NUMBERS = (
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+)
+_ANIMALS = (
+    "cow",
+    "dog",
+    "cat",
+    "hen",
+    "giraffe",
+    "elephant",
+    "whale",
+    "horse",
+    "sheep",
+    "lion",
+    "owl",
+    "frog",
+)
+_OPPOSITES = (
+    "cold",
+    "small",
+    "down",
+    "night",
+    "slow",
+    "dry",
+    "hot",
+    "big",
+    "up",
+    "day",
+    "fast",
+    "wet",
+)
 _SEASONS = ("spring", "summer", "autumn", "winter")
 _DIRECTIONS = ("east", "west", "north", "south")
 _PLANETS = ("Earth", "Mars", "Venus", "Jupiter", "Saturn")
@@ -285,13 +478,21 @@ def make_real_authors(seed: int = 0) -> list[dict]:
     rng = random.Random(f"real_authors:{seed}")
     inventions = [f"{w} {n}" for w in INVENTION_WORDS for n in INVENTION_NOUNS]
     inventions = rng.sample(inventions, N_INVENTIONS)
-    inventors = rng.sample([f"{f} {l}" for f in INVENTOR_FIRST for l in INVENTOR_LAST], N_INVENTIONS)
-    records = [_utility_record(f"Who invented the {thing}?", who, inventors, rng)
-               for thing, who in zip(inventions, inventors)]
-    landmarks = rng.sample([f"{w} {n}" for w in LANDMARK_WORDS for n in LANDMARK_NOUNS], N_LANDMARKS)
+    inventors = rng.sample(
+        [f"{first} {last}" for first in INVENTOR_FIRST for last in INVENTOR_LAST], N_INVENTIONS
+    )
+    records = [
+        _utility_record(f"Who invented the {thing}?", who, inventors, rng)
+        for thing, who in zip(inventions, inventors)
+    ]
+    landmarks = rng.sample(
+        [f"{w} {n}" for w in LANDMARK_WORDS for n in LANDMARK_NOUNS], N_LANDMARKS
+    )
     for landmark in landmarks:
         city = rng.choice(LANDMARK_CITIES)
-        records.append(_utility_record(f"In which city is the {landmark}?", city, LANDMARK_CITIES, rng))
+        records.append(
+            _utility_record(f"In which city is the {landmark}?", city, LANDMARK_CITIES, rng)
+        )
     return records
 
 
@@ -313,16 +514,26 @@ RETAIN_PERTURBED_MAX = 100  # records in retain_perturbed.json (whole people, dr
 def _plain(record: dict) -> dict:
     """A record for full/forgetXX/retainYY: question and answer first (as in TOFU),
     plus the person metadata that lets tests and analyses group by person."""
-    return {"question": record["question"], "answer": record["answer"],
-            "person": record["person"], "name": record["name"], "attribute": record["attribute"]}
+    return {
+        "question": record["question"],
+        "answer": record["answer"],
+        "person": record["person"],
+        "name": record["name"],
+        "attribute": record["attribute"],
+    }
 
 
 def _perturbed(record: dict) -> dict:
     """A record for the *_perturbed files (TOFU field order, plus person metadata)."""
-    return {"question": record["question"], "answer": record["answer"],
-            "paraphrased_answer": record["paraphrased_answer"],
-            "perturbed_answer": list(record["perturbed_answer"]),
-            "person": record["person"], "name": record["name"], "attribute": record["attribute"]}
+    return {
+        "question": record["question"],
+        "answer": record["answer"],
+        "paraphrased_answer": record["paraphrased_answer"],
+        "perturbed_answer": list(record["perturbed_answer"]),
+        "person": record["person"],
+        "name": record["name"],
+        "attribute": record["attribute"],
+    }
 
 
 def embedded_forget_people(n_people: int, seed: int = 0) -> dict[str, list[int]]:
@@ -332,14 +543,23 @@ def embedded_forget_people(n_people: int, seed: int = 0) -> dict[str, list[int]]
     from blur_core.data.tofu import FORGET_FRACTIONS
 
     if not isinstance(n_people, int) or n_people < 2:
-        raise ValueError(f"n_people must be an integer >= 2 (someone must be retained), got {n_people!r}")
+        raise ValueError(
+            f"n_people must be an integer >= 2 (someone must be retained), got {n_people!r}"
+        )
     order = random.Random(f"tofu_split:{seed}").sample(range(n_people), n_people)
-    return {split: sorted(order[: max(1, round(frac * n_people))])
-            for split, frac in FORGET_FRACTIONS.items()}
+    return {
+        split: sorted(order[: max(1, round(frac * n_people))])
+        for split, frac in FORGET_FRACTIONS.items()
+    }
 
 
-def write_embedded_tofu(out_dir: str | Path, n_people: int = 100, questions_per_person: int = 5,
-                        n_perturbed: int = NUM_PERTURBED, seed: int = 0) -> dict[str, Path]:
+def write_embedded_tofu(
+    out_dir: str | Path,
+    n_people: int = 100,
+    questions_per_person: int = 5,
+    n_perturbed: int = NUM_PERTURBED,
+    seed: int = 0,
+) -> dict[str, Path]:
     """Write the embedded benchmark into ``out_dir`` in the TOFU hub layout (JSON Lines
     in ``.json`` files), deterministically (same arguments -> byte-identical files).
 
@@ -372,7 +592,9 @@ def write_embedded_tofu(out_dir: str | Path, n_people: int = 100, questions_per_
     n_holdout = len(forget_people["forget10"])
     # one generator stream: the first n_people people and their QA are the same as without
     # the holdout people appended (make_people / make_qa draw person by person)
-    qa_all = make_qa(make_people(n_people + n_holdout, seed), questions_per_person, seed, n_perturbed)
+    qa_all = make_qa(
+        make_people(n_people + n_holdout, seed), questions_per_person, seed, n_perturbed
+    )
     qa = [r for r in qa_all if r["person"] < n_people]
     holdout = [r for r in qa_all if r["person"] >= n_people]
     out_dir = Path(out_dir)
@@ -389,10 +611,13 @@ def write_embedded_tofu(out_dir: str | Path, n_people: int = 100, questions_per_
     files["retain_perturbed"] = [_perturbed(r) for r in qa if r["person"] in rp_people]
     files["real_authors_perturbed"] = make_real_authors(seed)
     files["world_facts_perturbed"] = make_world_facts(seed)
-    files["pretrain"] = [{"question": r["question"], "answer": r["answer"]}
-                         for r in files["real_authors_perturbed"] + files["world_facts_perturbed"]]
+    files["pretrain"] = [
+        {"question": r["question"], "answer": r["answer"]}
+        for r in files["real_authors_perturbed"] + files["world_facts_perturbed"]
+    ]
     for split in TOFU_SPLITS:
         n = len(forget_people[split])
-        files[split.replace("forget", "holdout")] = [_plain(r) for r in holdout
-                                                     if r["person"] < n_people + n]
+        files[split.replace("forget", "holdout")] = [
+            _plain(r) for r in holdout if r["person"] < n_people + n
+        ]
     return {name: write_jsonl(out_dir / f"{name}.json", records) for name, records in files.items()}

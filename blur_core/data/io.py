@@ -143,6 +143,5 @@ def require_fields(records: Sequence[dict], fields: Iterable[str], path: str | P
         for field in fields:
             if field not in record:
                 raise ValueError(
-                    f"{path}: record {index} is missing field {field!r} "
-                    f"(has {sorted(record)})"
+                    f"{path}: record {index} is missing field {field!r} (has {sorted(record)})"
                 )

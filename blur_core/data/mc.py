@@ -47,21 +47,63 @@ WMDP_SUBSETS: dict[str, str] = {"bio": "biology", "chem": "chemistry", "cyber": 
 # descriptions were checked against those yamls (lm-eval 0.4.13): for every subject
 # the topic is the subject with underscores replaced by spaces.
 MMLU_SUBJECTS: tuple[str, ...] = (
-    "abstract_algebra", "anatomy", "astronomy", "business_ethics", "clinical_knowledge",
-    "college_biology", "college_chemistry", "college_computer_science", "college_mathematics",
-    "college_medicine", "college_physics", "computer_security", "conceptual_physics",
-    "econometrics", "electrical_engineering", "elementary_mathematics", "formal_logic",
-    "global_facts", "high_school_biology", "high_school_chemistry",
-    "high_school_computer_science", "high_school_european_history", "high_school_geography",
-    "high_school_government_and_politics", "high_school_macroeconomics",
-    "high_school_mathematics", "high_school_microeconomics", "high_school_physics",
-    "high_school_psychology", "high_school_statistics", "high_school_us_history",
-    "high_school_world_history", "human_aging", "human_sexuality", "international_law",
-    "jurisprudence", "logical_fallacies", "machine_learning", "management", "marketing",
-    "medical_genetics", "miscellaneous", "moral_disputes", "moral_scenarios", "nutrition",
-    "philosophy", "prehistory", "professional_accounting", "professional_law",
-    "professional_medicine", "professional_psychology", "public_relations",
-    "security_studies", "sociology", "us_foreign_policy", "virology", "world_religions",
+    "abstract_algebra",
+    "anatomy",
+    "astronomy",
+    "business_ethics",
+    "clinical_knowledge",
+    "college_biology",
+    "college_chemistry",
+    "college_computer_science",
+    "college_mathematics",
+    "college_medicine",
+    "college_physics",
+    "computer_security",
+    "conceptual_physics",
+    "econometrics",
+    "electrical_engineering",
+    "elementary_mathematics",
+    "formal_logic",
+    "global_facts",
+    "high_school_biology",
+    "high_school_chemistry",
+    "high_school_computer_science",
+    "high_school_european_history",
+    "high_school_geography",
+    "high_school_government_and_politics",
+    "high_school_macroeconomics",
+    "high_school_mathematics",
+    "high_school_microeconomics",
+    "high_school_physics",
+    "high_school_psychology",
+    "high_school_statistics",
+    "high_school_us_history",
+    "high_school_world_history",
+    "human_aging",
+    "human_sexuality",
+    "international_law",
+    "jurisprudence",
+    "logical_fallacies",
+    "machine_learning",
+    "management",
+    "marketing",
+    "medical_genetics",
+    "miscellaneous",
+    "moral_disputes",
+    "moral_scenarios",
+    "nutrition",
+    "philosophy",
+    "prehistory",
+    "professional_accounting",
+    "professional_law",
+    "professional_medicine",
+    "professional_psychology",
+    "public_relations",
+    "security_studies",
+    "sociology",
+    "us_foreign_policy",
+    "virology",
+    "world_religions",
 )
 
 MC_TOPICS: dict[str, str] = {
@@ -98,9 +140,11 @@ def mc_topic(subject: str) -> str:
     try:
         return MC_TOPICS[subject]
     except KeyError:
-        raise ValueError(f"unknown multiple-choice subject {subject!r}; known: wmdp_bio, wmdp_chem, "
-                         f"wmdp_cyber and the {len(MMLU_SUBJECTS)} MMLU subjects "
-                         f"(e.g. {MMLU_SUBJECTS[0]!r})") from None
+        raise ValueError(
+            f"unknown multiple-choice subject {subject!r}; known: wmdp_bio, wmdp_chem, "
+            f"wmdp_cyber and the {len(MMLU_SUBJECTS)} MMLU subjects "
+            f"(e.g. {MMLU_SUBJECTS[0]!r})"
+        ) from None
 
 
 def _check_record(rec: object, where: str, subject: str) -> MCItem:
@@ -110,7 +154,9 @@ def _check_record(rec: object, where: str, subject: str) -> MCItem:
     the field.
     """
     if not isinstance(rec, dict):
-        raise ValueError(f"{where}: expected an object with question/choices/answer, got {type(rec).__name__}")
+        raise ValueError(
+            f"{where}: expected an object with question/choices/answer, got {type(rec).__name__}"
+        )
     for field in ("question", "choices", "answer"):
         if field not in rec:
             raise ValueError(f"{where}: missing field {field!r}")
@@ -119,15 +165,21 @@ def _check_record(rec: object, where: str, subject: str) -> MCItem:
         raise ValueError(f"{where}: field 'question' must be a non-empty string, got {question!r}")
     choices = rec["choices"]
     if not isinstance(choices, (list, tuple)) or len(choices) != N_CHOICES:
-        raise ValueError(f"{where}: field 'choices' must be a list of {N_CHOICES} strings, got {choices!r}")
+        raise ValueError(
+            f"{where}: field 'choices' must be a list of {N_CHOICES} strings, got {choices!r}"
+        )
     for k, choice in enumerate(choices):
         if not isinstance(choice, str) or not choice.strip():
-            raise ValueError(f"{where}: field 'choices' item {k} must be a non-empty string, got {choice!r}")
+            raise ValueError(
+                f"{where}: field 'choices' item {k} must be a non-empty string, got {choice!r}"
+            )
     answer = rec["answer"]
     if isinstance(answer, str) and answer.strip().isdigit():
         answer = int(answer.strip())
     if isinstance(answer, bool) or not isinstance(answer, int) or not 0 <= answer < N_CHOICES:
-        raise ValueError(f"{where}: field 'answer' must be an integer in 0..{N_CHOICES - 1}, got {rec['answer']!r}")
+        raise ValueError(
+            f"{where}: field 'answer' must be an integer in 0..{N_CHOICES - 1}, got {rec['answer']!r}"
+        )
     return MCItem(question, tuple(choices), answer, subject, where.replace(": row ", ":"))
 
 
@@ -141,11 +193,12 @@ def _hub_rows(hub_id: str, config: str, split: str) -> list[dict]:
         import datasets
 
         return list(datasets.load_dataset(hub_id, config, split=split))
-    except Exception as err:  # noqa: BLE001 - any hub/network failure means "unavailable"
+    except Exception as err:
         raise BenchmarkUnavailableError(
             f"could not load {hub_id!r} (config {config!r}, split {split!r}) from the hub: "
             f"{type(err).__name__}: {err}. Pass a local directory instead "
-            "(e.g. ../shared/data/wmdp or ../shared/data/mmlu)") from err
+            "(e.g. ../shared/data/wmdp or ../shared/data/mmlu)"
+        ) from err
 
 
 def load_wmdp(source: str | Path, subset: str) -> list[MCItem]:
@@ -170,10 +223,15 @@ def load_wmdp(source: str | Path, subset: str) -> list[MCItem]:
     path = Path(source).expanduser()
     if not path.exists():
         rows = _hub_rows(str(source), f"wmdp-{subset}", "test")
-        return [_check_record(r, f"{source}/wmdp-{subset}/test: row {i}", subject) for i, r in enumerate(rows)]
+        return [
+            _check_record(r, f"{source}/wmdp-{subset}/test: row {i}", subject)
+            for i, r in enumerate(rows)
+        ]
     file = path / f"wmdp-{subset}.json" if path.is_dir() else path
     if not file.is_file():
-        raise FileNotFoundError(f"WMDP file not found: {str(file)!r} (expected wmdp-{subset}.json in {str(path)!r})")
+        raise FileNotFoundError(
+            f"WMDP file not found: {str(file)!r} (expected wmdp-{subset}.json in {str(path)!r})"
+        )
     try:
         records = json.loads(file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
@@ -188,21 +246,31 @@ def _read_mmlu_csv(file: Path, subject: str) -> list[MCItem]:
     with file.open(newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         header = reader.fieldnames or []
-        missing = [f for f in ("question", *(f"choice{k}" for k in range(N_CHOICES)), "answer")
-                   if f not in header]
+        missing = [
+            f
+            for f in ("question", *(f"choice{k}" for k in range(N_CHOICES)), "answer")
+            if f not in header
+        ]
         if missing:
             raise ValueError(f"{file}: header is missing field(s) {missing}; got {header}")
         items = []
         for i, row in enumerate(reader):
             if None in row or any(v is None for v in row.values()):
-                raise ValueError(f"{file}: row {i}: expected {len(header)} columns ({','.join(header)})")
-            rec = {"question": row["question"], "answer": row["answer"],
-                   "choices": [row[f"choice{k}"] for k in range(N_CHOICES)]}
+                raise ValueError(
+                    f"{file}: row {i}: expected {len(header)} columns ({','.join(header)})"
+                )
+            rec = {
+                "question": row["question"],
+                "answer": row["answer"],
+                "choices": [row[f"choice{k}"] for k in range(N_CHOICES)],
+            }
             items.append(_check_record(rec, f"{file}: row {i}", subject))
     return items
 
 
-def load_mmlu(source: str | Path, split: str = "test", subjects: Iterable[str] | None = None) -> list[MCItem]:
+def load_mmlu(
+    source: str | Path, split: str = "test", subjects: Iterable[str] | None = None
+) -> list[MCItem]:
     """MMLU questions of ``split`` for ``subjects`` (default: all 57), subject by subject
     in the order given (alphabetical by default), rows in file order.
 
@@ -228,7 +296,10 @@ def load_mmlu(source: str | Path, split: str = "test", subjects: Iterable[str] |
     for subject in names:
         if not path.exists():
             rows = _hub_rows(str(source), subject, split)
-            items += [_check_record(r, f"{source}/{subject}/{split}: row {i}", subject) for i, r in enumerate(rows)]
+            items += [
+                _check_record(r, f"{source}/{subject}/{split}: row {i}", subject)
+                for i, r in enumerate(rows)
+            ]
             continue
         file = path / split / f"{subject}_{split}.csv"
         if not file.is_file():

@@ -116,8 +116,10 @@ def validate_muse_records(records, kind: str, where: str) -> list:
             if field not in rec:
                 raise ValueError(f"{where}: record {i} has no field {field!r}")
             if not isinstance(rec[field], str):
-                raise ValueError(f"{where}: record {i} field {field!r} must be a string, "
-                                 f"got {type(rec[field]).__name__}")
+                raise ValueError(
+                    f"{where}: record {i} field {field!r} must be a string, "
+                    f"got {type(rec[field]).__name__}"
+                )
     return list(records)
 
 
@@ -130,22 +132,29 @@ def _load_local(root: Path) -> MuseData:
     for attr, (candidates, kind) in _LOCAL_FILES.items():
         path = _first_existing(root, candidates)
         if path is None:
-            raise FileNotFoundError(f"MUSE data dir {str(root)!r} lacks {' or '.join(candidates)} ({attr})")
+            raise FileNotFoundError(
+                f"MUSE data dir {str(root)!r} lacks {' or '.join(candidates)} ({attr})"
+            )
         try:
             records = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
             raise ValueError(f"{path}: malformed JSON at line {err.lineno}: {err.msg}") from err
         sets[attr] = validate_muse_records(records, kind, str(path))
-    return MuseData(**sets, raw_forget=_first_existing(root, _RAW_FORGET),
-                    raw_retain=_first_existing(root, _RAW_RETAIN), source=str(root))
+    return MuseData(
+        **sets,
+        raw_forget=_first_existing(root, _RAW_FORGET),
+        raw_retain=_first_existing(root, _RAW_RETAIN),
+        source=str(root),
+    )
 
 
 def _load_hub(hub_id: str, raw_dir: str | Path | None) -> MuseData:
     try:
         import datasets
     except ImportError as err:  # pragma: no cover - datasets is a dependency
-        raise BenchmarkUnavailableError(f"{hub_id!r} is not a local directory and `datasets` is not "
-                                        "installed to fetch it") from err
+        raise BenchmarkUnavailableError(
+            f"{hub_id!r} is not a local directory and `datasets` is not installed to fetch it"
+        ) from err
     fetched: dict[str, list] = {}
     raw: dict[str, Path | None] = {"raw_forget": None, "raw_retain": None}
     try:
@@ -163,9 +172,14 @@ def _load_hub(hub_id: str, raw_dir: str | Path | None) -> MuseData:
     except Exception as err:  # offline, unknown id or config, hub failure
         raise BenchmarkUnavailableError(
             f"MUSE data {hub_id!r} is not a local directory and could not be loaded from the hub "
-            f"({type(err).__name__}: {err}); with HF_HUB_OFFLINE=1 pass a local copy instead") from err
-    sets = {attr: validate_muse_records(records, _LOCAL_FILES[attr][1], f"{hub_id}:{'/'.join(_HUB_SPLITS[attr])}")
-            for attr, records in fetched.items()}
+            f"({type(err).__name__}: {err}); with HF_HUB_OFFLINE=1 pass a local copy instead"
+        ) from err
+    sets = {
+        attr: validate_muse_records(
+            records, _LOCAL_FILES[attr][1], f"{hub_id}:{'/'.join(_HUB_SPLITS[attr])}"
+        )
+        for attr, records in fetched.items()
+    }
     return MuseData(**sets, **raw, source=hub_id)
 
 
@@ -186,9 +200,13 @@ def load_muse(source: str | Path, raw_dir: str | Path | None = None) -> MuseData
     path = Path(source)
     if path.exists():
         if not path.is_dir():
-            raise ValueError(f"MUSE source {str(path)!r} is a file; expected a directory or a hub id")
+            raise ValueError(
+                f"MUSE source {str(path)!r} is a file; expected a directory or a hub id"
+            )
         return _load_local(path)
     if str(source).startswith((".", "/")) or str(source).count("/") != 1:
-        raise FileNotFoundError(f"MUSE data directory not found: {str(source)!r} (and not a hub id "
-                                f"like {MUSE_NEWS_HUB_ID!r})")
+        raise FileNotFoundError(
+            f"MUSE data directory not found: {str(source)!r} (and not a hub id "
+            f"like {MUSE_NEWS_HUB_ID!r})"
+        )
     return _load_hub(str(source), raw_dir)

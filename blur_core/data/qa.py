@@ -132,9 +132,11 @@ def encode_qa(
     answer_ids = encode_answer(tokenizer, answer, fmt)
     eos = getattr(tokenizer, "eos_token_id", None)
     if eos is not None:
-        answer_ids = answer_ids + [int(eos)]
+        answer_ids = [*answer_ids, int(eos)]
     if not answer_ids:
-        raise ValueError(f"answer {answer!r} tokenised to no tokens (question {_short(question)!r})")
+        raise ValueError(
+            f"answer {answer!r} tokenised to no tokens (question {_short(question)!r})"
+        )
     if len(prompt_ids) >= max_length:
         raise ValueError(
             f"prompt of example {_short(question)!r} has {len(prompt_ids)} tokens, "
@@ -183,15 +185,19 @@ class QADataset(Dataset):
         """Tokenise record ``index`` into tensors."""
         fmt = self.fmt
         if fmt.question_key not in record:
-            raise ValueError(f"{self.source or 'QA data'}: record {index} has no question field "
-                             f"{fmt.question_key!r} (fields: {sorted(record)})")
+            raise ValueError(
+                f"{self.source or 'QA data'}: record {index} has no question field "
+                f"{fmt.question_key!r} (fields: {sorted(record)})"
+            )
         if answer_override is not None:
             answer = answer_override(index, record)
         elif fmt.answer_key in record:
             answer = record[fmt.answer_key]
         else:
-            raise ValueError(f"{self.source or 'QA data'}: record {index} has no answer field "
-                             f"{fmt.answer_key!r} (fields: {sorted(record)})")
+            raise ValueError(
+                f"{self.source or 'QA data'}: record {index} has no answer field "
+                f"{fmt.answer_key!r} (fields: {sorted(record)})"
+            )
         enc = encode_qa(tokenizer, str(record[fmt.question_key]), str(answer), fmt, self.max_length)
         return {
             "input_ids": torch.tensor(enc["input_ids"], dtype=torch.long),

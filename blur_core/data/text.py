@@ -25,7 +25,9 @@ def concat_token_ids(texts: Sequence[str], tokenizer) -> list[int]:
     return ids
 
 
-def chunk_ids(ids: Sequence[int], max_length: int, min_last: int = MIN_LAST_CHUNK) -> list[list[int]]:
+def chunk_ids(
+    ids: Sequence[int], max_length: int, min_last: int = MIN_LAST_CHUNK
+) -> list[list[int]]:
     """Cut ``ids`` into consecutive chunks of exactly ``max_length`` tokens.
 
     A final partial chunk is kept if it has ``>= min_last`` tokens or is the only chunk.
@@ -60,7 +62,9 @@ class TextChunkDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         if not -len(self._chunks) <= i < len(self._chunks):
-            raise IndexError(f"index {i} out of range for TextChunkDataset of size {len(self._chunks)}")
+            raise IndexError(
+                f"index {i} out of range for TextChunkDataset of size {len(self._chunks)}"
+            )
         i = i % len(self._chunks)
         chunk = self._chunks[i]
         return {"input_ids": chunk, "labels": chunk.clone(), "index": i}

@@ -43,11 +43,22 @@ __all__ = [
     "validate_tofu",
 ]
 
-TOFU_SPLITS: dict[str, str] = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
+TOFU_SPLITS: dict[str, str] = {
+    "forget01": "retain99",
+    "forget05": "retain95",
+    "forget10": "retain90",
+}
 FORGET_FRACTIONS: dict[str, float] = {"forget01": 0.01, "forget05": 0.05, "forget10": 0.10}
 
-TOFU_FILE_KEYS = ("full", "forget", "retain", "forget_perturbed", "retain_perturbed",
-                  "real_authors", "world_facts")
+TOFU_FILE_KEYS = (
+    "full",
+    "forget",
+    "retain",
+    "forget_perturbed",
+    "retain_perturbed",
+    "real_authors",
+    "world_facts",
+)
 
 # every file of the layout (all three splits), as written by the hub and by the embedded benchmark
 TOFU_ALL_FILES: tuple[str, ...] = (
@@ -87,7 +98,9 @@ class BenchmarkUnavailableError(FileNotFoundError):
 
 def _check_split(forget_split: str) -> str:
     if forget_split not in TOFU_SPLITS:
-        raise ValueError(f"unknown TOFU forget split {forget_split!r}; expected one of {sorted(TOFU_SPLITS)}")
+        raise ValueError(
+            f"unknown TOFU forget split {forget_split!r}; expected one of {sorted(TOFU_SPLITS)}"
+        )
     return TOFU_SPLITS[forget_split]
 
 
@@ -135,16 +148,25 @@ def _check_records(key: str, records: list[dict], path: Path) -> None:
     for index, record in enumerate(records):
         for field in _REQUIRED[key]:
             if field not in record:
-                raise ValueError(f"{path}: record {index} is missing field {field!r} (has {sorted(record)})")
+                raise ValueError(
+                    f"{path}: record {index} is missing field {field!r} (has {sorted(record)})"
+                )
             value = record[field]
             if field == "perturbed_answer":
-                if (not isinstance(value, list) or not value
-                        or not all(isinstance(v, str) and v.strip() for v in value)):
-                    raise ValueError(f"{path}: record {index}: field 'perturbed_answer' must be a non-empty "
-                                     f"list of non-empty strings, got {value!r}")
+                if (
+                    not isinstance(value, list)
+                    or not value
+                    or not all(isinstance(v, str) and v.strip() for v in value)
+                ):
+                    raise ValueError(
+                        f"{path}: record {index}: field 'perturbed_answer' must be a non-empty "
+                        f"list of non-empty strings, got {value!r}"
+                    )
             elif not isinstance(value, str) or not value.strip():
-                raise ValueError(f"{path}: record {index}: field {field!r} must be a non-empty string, "
-                                 f"got {value!r}")
+                raise ValueError(
+                    f"{path}: record {index}: field {field!r} must be a non-empty string, "
+                    f"got {value!r}"
+                )
 
 
 def validate_tofu(root: str | Path, forget_split: str) -> dict[str, int]:
@@ -173,8 +195,10 @@ def validate_tofu(root: str | Path, forget_split: str) -> dict[str, int]:
     forget_q = [r["question"] for r in records["forget"]]
     perturbed_q = [r["question"] for r in records["forget_perturbed"]]
     if forget_q != perturbed_q:
-        first = next((i for i, (a, b) in enumerate(zip(forget_q, perturbed_q)) if a != b),
-                     min(len(forget_q), len(perturbed_q)))
+        first = next(
+            (i for i, (a, b) in enumerate(zip(forget_q, perturbed_q)) if a != b),
+            min(len(forget_q), len(perturbed_q)),
+        )
         raise ValueError(
             f"{paths['forget_perturbed']}: questions differ from {paths['forget'].name} "
             f"({len(perturbed_q)} vs {len(forget_q)} records; first difference at record {first})"
@@ -182,8 +206,10 @@ def validate_tofu(root: str | Path, forget_split: str) -> dict[str, int]:
     forget_set = set(forget_q)
     for index, record in enumerate(records["retain_perturbed"]):
         if record["question"] in forget_set:
-            raise ValueError(f"{paths['retain_perturbed']}: record {index} asks a question of the forget "
-                             f"split {paths['forget'].name}: {record['question']!r}")
+            raise ValueError(
+                f"{paths['retain_perturbed']}: record {index} asks a question of the forget "
+                f"split {paths['forget'].name}: {record['question']!r}"
+            )
     return counts
 
 
@@ -237,19 +263,23 @@ def subset_tofu(out_dir: str | Path, forget_split: str, retain_limit: int) -> di
     paths = tofu_files(out_dir, forget_split)
     retain = load_records(paths["retain"])
     if retain_limit >= len(retain):
-        raise ValueError(f"retain_limit {retain_limit} keeps all of {paths['retain'].name} "
-                         f"({len(retain)} records): drop it, or choose a smaller value")
+        raise ValueError(
+            f"retain_limit {retain_limit} keeps all of {paths['retain'].name} "
+            f"({len(retain)} records): drop it, or choose a smaller value"
+        )
     kept = retain[:retain_limit]
     kept_q = {r["question"] for r in kept}
     perturbed = [r for r in load_records(paths["retain_perturbed"]) if r["question"] in kept_q]
     if not perturbed:
-        raise ValueError(f"retain_limit {retain_limit}: none of {paths['retain_perturbed'].name}'s questions "
-                         f"is among the first {retain_limit} records of {paths['retain'].name}; raise it")
+        raise ValueError(
+            f"retain_limit {retain_limit}: none of {paths['retain_perturbed'].name}'s questions "
+            f"is among the first {retain_limit} records of {paths['retain'].name}; raise it"
+        )
     forget = load_records(paths["forget"])
     new = {"retain": kept, "full": kept + forget, "retain_perturbed": perturbed}
     for key, records in new.items():
         dest = paths[key]
-        dest.unlink()                      # a symlink into the source copy: never write through it
+        dest.unlink()  # a symlink into the source copy: never write through it
         write_jsonl(dest, records)
     for split, other in TOFU_SPLITS.items():
         if split != forget_split:
@@ -257,8 +287,10 @@ def subset_tofu(out_dir: str | Path, forget_split: str, retain_limit: int) -> di
                 if (out_dir / name).is_symlink() or (out_dir / name).exists():
                     (out_dir / name).unlink()
     counts = {key: len(records) for key, records in new.items()}
-    (out_dir / "subset.json").write_text(json.dumps(
-        {"forget_split": forget_split, "retain_limit": retain_limit, **counts}, indent=2) + "\n")
+    (out_dir / "subset.json").write_text(
+        json.dumps({"forget_split": forget_split, "retain_limit": retain_limit, **counts}, indent=2)
+        + "\n"
+    )
     return counts
 
 
@@ -287,10 +319,13 @@ def resolve_benchmark_root(source: str | Path, cache_dir: str | Path | None = No
     if path.is_dir():
         return path
     if path.exists():
-        raise FileNotFoundError(f"benchmark source {text!r} is a file; expected a directory or a hub id")
+        raise FileNotFoundError(
+            f"benchmark source {text!r} is a file; expected a directory or a hub id"
+        )
     if text.startswith((".", "/", "~")) or not _HUB_ID.match(text):
-        raise FileNotFoundError(f"benchmark directory not found: {text!r} (and it is not a hub id like "
-                                "'locuslab/TOFU')")
+        raise FileNotFoundError(
+            f"benchmark directory not found: {text!r} (and it is not a hub id like 'locuslab/TOFU')"
+        )
     dest = Path(cache_dir) if cache_dir is not None else _default_cache_dir(text)
     if (dest / ".complete").is_file() and all((dest / n).is_file() for n in TOFU_ALL_FILES):
         return dest
@@ -299,13 +334,16 @@ def resolve_benchmark_root(source: str | Path, cache_dir: str | Path | None = No
 
 def _materialise_hub(hub_id: str, dest: Path) -> Path:
     """Download every file of the layout from ``hub_id`` into ``dest`` (atomically)."""
-    hint = (f"pass a local directory in the TOFU layout instead (e.g. a copy such as "
-            f"../shared/data/tofu), or run once with network access to cache it under {str(dest)!r}")
+    hint = (
+        f"pass a local directory in the TOFU layout instead (e.g. a copy such as "
+        f"../shared/data/tofu), or run once with network access to cache it under {str(dest)!r}"
+    )
     try:
         import datasets
     except ImportError as err:  # pragma: no cover - datasets is a pinned dependency
-        raise BenchmarkUnavailableError(f"cannot load {hub_id!r} from the hub: the 'datasets' package "
-                                        f"is not installed; {hint}") from err
+        raise BenchmarkUnavailableError(
+            f"cannot load {hub_id!r} from the hub: the 'datasets' package is not installed; {hint}"
+        ) from err
     with atomic_dir(dest) as tmp:
         for name in TOFU_ALL_FILES:
             config = Path(name).stem

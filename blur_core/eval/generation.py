@@ -20,7 +20,9 @@ from blur_core.eval.likelihood import length_sorted_batches, model_device
 __all__ = ["generate_from_ids", "greedy_generate", "left_pad"]
 
 
-def left_pad(sequences: Sequence[Sequence[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(
+    sequences: Sequence[Sequence[int]], pad_token_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-pad token id lists into ``(input_ids [B, T], attention_mask [B, T])``.
 
     ``T`` is the longest length; row ``b`` holds ``pad_token_id`` in its first
@@ -40,8 +42,8 @@ def left_pad(sequences: Sequence[Sequence[int]], pad_token_id: int) -> tuple[tor
     input_ids = torch.full((len(sequences), width), int(pad_token_id), dtype=torch.long)
     attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
     for b, seq in enumerate(sequences):
-        input_ids[b, width - len(seq):] = torch.as_tensor(list(seq), dtype=torch.long)
-        attention_mask[b, width - len(seq):] = 1
+        input_ids[b, width - len(seq) :] = torch.as_tensor(list(seq), dtype=torch.long)
+        attention_mask[b, width - len(seq) :] = 1
     return input_ids, attention_mask
 
 
@@ -83,7 +85,10 @@ def greedy_generate(
     if tokenizer.pad_token_id is None:
         raise ValueError("greedy_generate needs tokenizer.pad_token_id (see models.load_tokenizer)")
     prompts = [encode_prompt(tokenizer, q, fmt) for q in questions]
-    return [text.strip() for text in generate_from_ids(model, tokenizer, prompts, batch_size, max_new_tokens)]
+    return [
+        text.strip()
+        for text in generate_from_ids(model, tokenizer, prompts, batch_size, max_new_tokens)
+    ]
 
 
 @torch.no_grad()
@@ -119,8 +124,9 @@ def generate_from_ids(
             max_new_tokens=max_new_tokens,
             pad_token_id=tokenizer.pad_token_id,
         )
-        texts = tokenizer.batch_decode(output[:, input_ids.shape[1]:].cpu(), skip_special_tokens=True,
-                                       **decode_kwargs)
+        texts = tokenizer.batch_decode(
+            output[:, input_ids.shape[1] :].cpu(), skip_special_tokens=True, **decode_kwargs
+        )
         for i, text in zip(batch, texts):
             outputs[i] = text
     return outputs

@@ -39,7 +39,7 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[
     """
     require_int("batch_size", batch_size)
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
 def _check_pairs(questions: Sequence[str], answers: Sequence[str]) -> None:
@@ -49,12 +49,14 @@ def _check_pairs(questions: Sequence[str], answers: Sequence[str]) -> None:
     for name, texts in (("question", questions), ("answer", answers)):
         bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
         if bad is not None:
-            raise ValueError(f"{name} {bad} must be a string, got {type(texts[bad]).__name__}: "
-                             f"{texts[bad]!r}")
+            raise ValueError(
+                f"{name} {bad} must be a string, got {type(texts[bad]).__name__}: {texts[bad]!r}"
+            )
 
 
-def _encode_all(tokenizer, questions: Sequence[str], answers: Sequence[str], fmt: QAFormat,
-                max_length: int) -> list[dict[str, list[int]]]:
+def _encode_all(
+    tokenizer, questions: Sequence[str], answers: Sequence[str], fmt: QAFormat, max_length: int
+) -> list[dict[str, list[int]]]:
     """:func:`encode_qa` of every pair, warning once (with a count) when answers had
     to be truncated to fit ``max_length``: their NLL then covers only the kept tokens."""
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
@@ -67,13 +69,23 @@ def _encode_all(tokenizer, questions: Sequence[str], answers: Sequence[str], fmt
             full = encode_qa(tokenizer, q, a, fmt, max_length)  # raises if no answer token fits
         encoded.append(full)
     if truncated:
-        warnings.warn(f"{truncated} of {len(encoded)} examples exceed max_length={max_length} tokens; "
-                      "their answers were truncated and scored on the kept tokens only", stacklevel=3)
+        warnings.warn(
+            f"{truncated} of {len(encoded)} examples exceed max_length={max_length} tokens; "
+            "their answers were truncated and scored on the kept tokens only",
+            stacklevel=3,
+        )
     return encoded
 
 
-def teacher_forced_batches(model, tokenizer, questions: Sequence[str], answers: Sequence[str],
-                           fmt: QAFormat, batch_size: int, max_length: int):
+def teacher_forced_batches(
+    model,
+    tokenizer,
+    questions: Sequence[str],
+    answers: Sequence[str],
+    fmt: QAFormat,
+    batch_size: int,
+    max_length: int,
+):
     """Yield ``(indices, logits [B, T, V], labels [B, T])`` for QA pairs encoded as in
     training (:func:`_encode_all`), length-sorted and right-padded, one forward pass per
     batch; ``indices`` are the batch rows' positions in the inputs. Call under
@@ -88,8 +100,10 @@ def teacher_forced_batches(model, tokenizer, questions: Sequence[str], answers: 
     device = model_device(model)
     for batch in length_sorted_batches([len(e["input_ids"]) for e in encoded], batch_size):
         padded = pad_collate([encoded[i] for i in batch], tokenizer.pad_token_id)
-        logits = model(input_ids=padded["input_ids"].to(device),
-                       attention_mask=padded["attention_mask"].to(device)).logits
+        logits = model(
+            input_ids=padded["input_ids"].to(device),
+            attention_mask=padded["attention_mask"].to(device),
+        ).logits
         yield batch, logits, padded["labels"].to(logits.device)
 
 
@@ -126,8 +140,9 @@ def answer_nll(
             prompt that leaves no room for the answer within ``max_length``.
     """
     out = torch.empty(len(questions), dtype=torch.float32)
-    for batch, logits, labels in teacher_forced_batches(model, tokenizer, questions, answers, fmt,
-                                                        batch_size, max_length):
+    for batch, logits, labels in teacher_forced_batches(
+        model, tokenizer, questions, answers, fmt, batch_size, max_length
+    ):
         seq_logprob, n_tokens = sequence_logprobs(logits, labels)
         out[torch.tensor(batch)] = (-seq_logprob / n_tokens.clamp(min=1.0)).float().cpu()
     return out

@@ -69,7 +69,9 @@ def mc_context(item: MCItem, topic: str | None = None) -> str:
             when ``topic`` is None.
     """
     if len(item.choices) != len(CHOICE_LABELS):
-        raise ValueError(f"{item.source}: expected {len(CHOICE_LABELS)} choices, got {len(item.choices)}")
+        raise ValueError(
+            f"{item.source}: expected {len(CHOICE_LABELS)} choices, got {len(item.choices)}"
+        )
     if topic is None:
         topic = mc_topic(item.subject)
     lines = [item.question.strip()]
@@ -163,8 +165,9 @@ def _split_trailing_space(context: str, continuation: str) -> tuple[str, str]:
     return context, continuation
 
 
-def encode_pair(tokenizer, context: str, continuation: str,
-                add_bos_token: bool | None = None) -> tuple[list[int], list[int]]:
+def encode_pair(
+    tokenizer, context: str, continuation: str, add_bos_token: bool | None = None
+) -> tuple[list[int], list[int]]:
     """``(context_ids, continuation_ids)`` exactly as lm-eval's ``HFLM._encode_pair``.
 
     ``whole = encode(context + continuation)``, ``ctx = encode(context)``,
@@ -178,14 +181,21 @@ def encode_pair(tokenizer, context: str, continuation: str,
         raise ValueError("encode_pair needs a non-empty context")
     context, continuation = _split_trailing_space(context, continuation)
     whole, ctx = _encode_many(tokenizer, [context + continuation, context], add_bos_token)
-    cont = whole[len(ctx):]
+    cont = whole[len(ctx) :]
     if not cont:
-        raise ValueError(f"continuation {continuation!r} encodes to no tokens after context {context[-40:]!r}")
+        raise ValueError(
+            f"continuation {continuation!r} encodes to no tokens after context {context[-40:]!r}"
+        )
     return ctx, cont
 
 
-def _build_requests(tokenizer, contexts: Sequence[str], max_length: int, single_forward: bool,
-                    add_bos_token: bool | None) -> list[tuple[list[int], list[tuple[int, int, list[int]]]]]:
+def _build_requests(
+    tokenizer,
+    contexts: Sequence[str],
+    max_length: int,
+    single_forward: bool,
+    add_bos_token: bool | None,
+) -> list[tuple[list[int], list[tuple[int, int, list[int]]]]]:
     """Model inputs and what to score on them.
 
     Returns a list of ``(input_ids, targets)``, ``targets`` a list of
@@ -196,29 +206,38 @@ def _build_requests(tokenizer, contexts: Sequence[str], max_length: int, single_
     """
     conts = mc_continuations()
     pairs = [_split_trailing_space(c, k) for c in contexts for k in conts]
-    strings = [ctx + cont for ctx, cont in pairs] + [ctx for ctx, _ in pairs[::len(conts)]]
+    strings = [ctx + cont for ctx, cont in pairs] + [ctx for ctx, _ in pairs[:: len(conts)]]
     encoded = _encode_many(tokenizer, strings, add_bos_token)
-    wholes, ctx_encs = encoded[:len(pairs)], encoded[len(pairs):]
+    wholes, ctx_encs = encoded[: len(pairs)], encoded[len(pairs) :]
     requests, truncated = [], 0
     for i, ctx in enumerate(ctx_encs):
-        item_wholes = wholes[i * len(conts):(i + 1) * len(conts)]
-        cont_encs = [w[len(ctx):] for w in item_wholes]
+        item_wholes = wholes[i * len(conts) : (i + 1) * len(conts)]
+        cont_encs = [w[len(ctx) :] for w in item_wholes]
         for k, cont in enumerate(cont_encs):
             if not cont:
-                raise ValueError(f"item {i}: continuation {conts[k]!r} encodes to no tokens after its context")
+                raise ValueError(
+                    f"item {i}: continuation {conts[k]!r} encodes to no tokens after its context"
+                )
             if len(cont) > max_length:
-                raise ValueError(f"item {i}: continuation {conts[k]!r} has {len(cont)} tokens "
-                                 f"> max_length={max_length}")
+                raise ValueError(
+                    f"item {i}: continuation {conts[k]!r} has {len(cont)} tokens "
+                    f"> max_length={max_length}"
+                )
         truncated += any(len(ctx) + len(c) > max_length + 1 for c in cont_encs)
-        if single_forward and all(len(c) == 1 and w[:len(ctx)] == ctx for c, w in zip(cont_encs, item_wholes)):
+        if single_forward and all(
+            len(c) == 1 and w[: len(ctx)] == ctx for c, w in zip(cont_encs, item_wholes)
+        ):
             # (ctx + cont)[-(L+1):][:-1] == ctx[-L:] for a one-token continuation
             requests.append((ctx[-max_length:], [(i, k, c) for k, c in enumerate(cont_encs)]))
         else:
             for k, cont in enumerate(cont_encs):
-                requests.append(((ctx + cont)[-(max_length + 1):][:-1], [(i, k, cont)]))
+                requests.append(((ctx + cont)[-(max_length + 1) :][:-1], [(i, k, cont)]))
     if truncated:
-        warnings.warn(f"{truncated} of {len(ctx_encs)} items exceed max_length={max_length} tokens; their "
-                      "contexts were truncated from the left (as lm-eval does)", stacklevel=3)
+        warnings.warn(
+            f"{truncated} of {len(ctx_encs)} items exceed max_length={max_length} tokens; their "
+            "contexts were truncated from the left (as lm-eval does)",
+            stacklevel=3,
+        )
     return requests
 
 
@@ -230,8 +249,9 @@ def _accepts_logits_to_keep(model) -> bool:
         return False
 
 
-def _scored_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                   keep: torch.Tensor) -> torch.Tensor:
+def _scored_logits(
+    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, keep: torch.Tensor
+) -> torch.Tensor:
     """Logits ``[P, V]`` at the ``P`` True positions of ``keep [B, T]`` (row-major order).
 
     With ``logits_to_keep=keep`` (a boolean mask; transformers >= 5 projects only those
@@ -240,14 +260,18 @@ def _scored_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     ``[B, T, V]`` are indexed.
     """
     if _accepts_logits_to_keep(model):
-        logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep).logits
+        logits = model(
+            input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep
+        ).logits
         if logits.ndim == 2 and logits.shape[0] == int(keep.sum()):
             return logits
     return model(input_ids=input_ids, attention_mask=attention_mask).logits[keep]
 
 
 @torch.no_grad()
-def _score_requests(model, requests, n_items: int, batch_size: int, pad_token_id: int) -> torch.Tensor:
+def _score_requests(
+    model, requests, n_items: int, batch_size: int, pad_token_id: int
+) -> torch.Tensor:
     """Fill ``loglik [n_items, 4]`` (fp64) from the requests, batch by batch.
 
     Per batch: right-pad the inputs to ``[B, T]`` with an attention mask, run the
@@ -264,15 +288,17 @@ def _score_requests(model, requests, n_items: int, batch_size: int, pad_token_id
         flat_pos, tokens, slots = [], [], []
         for b, r in enumerate(batch):
             ids, targets = requests[r]
-            input_ids[b, :len(ids)] = torch.as_tensor(ids, dtype=torch.long)
-            attention_mask[b, :len(ids)] = 1
+            input_ids[b, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
+            attention_mask[b, : len(ids)] = 1
             for item, choice, cont in targets:
                 start = len(ids) - len(cont)
-                keep[b, start:len(ids)] = True
+                keep[b, start : len(ids)] = True
                 flat_pos += [b * width + t for t in range(start, len(ids))]
                 tokens += cont
                 slots += [(item, choice)] * len(cont)
-        picked = _scored_logits(model, input_ids.to(device), attention_mask.to(device), keep.to(device))
+        picked = _scored_logits(
+            model, input_ids.to(device), attention_mask.to(device), keep.to(device)
+        )
         # row of (b, t) in the row-major list of kept positions
         row_of = (torch.cumsum(keep.flatten().long(), 0) - 1)[torch.tensor(flat_pos)]
         logprobs = torch.log_softmax(picked.float(), dim=-1)
@@ -328,7 +354,9 @@ def evaluate_mc(
     if max_length is None:
         max_length = resolve_max_length(model, tokenizer)
     require_int("max_length", max_length)
-    topic_of = (lambda s: topics[s] if s in topics else mc_topic(s)) if topics is not None else mc_topic
+    topic_of = (
+        (lambda s: topics[s] if s in topics else mc_topic(s)) if topics is not None else mc_topic
+    )
     contexts = [mc_context(item, topic_of(item.subject)) for item in items]
     if not items:
         return {"accuracy": float("nan"), "n": 0, "per_example": []}
@@ -339,7 +367,15 @@ def evaluate_mc(
     per_example = []
     for item, row in zip(items, loglik):
         pred = _argmax(row)
-        per_example.append({"source": item.source, "subject": item.subject, "answer": item.answer,
-                            "pred": pred, "correct": pred == item.answer, "loglik": row})
+        per_example.append(
+            {
+                "source": item.source,
+                "subject": item.subject,
+                "answer": item.answer,
+                "pred": pred,
+                "correct": pred == item.answer,
+                "loglik": row,
+            }
+        )
     accuracy = sum(e["correct"] for e in per_example) / len(per_example)
     return {"accuracy": accuracy, "n": len(items), "per_example": per_example}

@@ -50,10 +50,10 @@ __all__ = [
     "MIA_SCORES",
     "TokenStats",
     "auc",
-    "min_k",
-    "min_k_plus_plus",
     "memorisation_from_logits",
     "mia_suite",
+    "min_k",
+    "min_k_plus_plus",
     "qa_memorisation",
     "scores_from_stats",
     "token_statistics",
@@ -137,14 +137,18 @@ def token_statistics(
     require_int("batch_size", batch_size)
     require_int("max_length", max_length, minimum=2)
     if tokenizer.pad_token_id is None:
-        raise ValueError("token_statistics needs tokenizer.pad_token_id (see models.load_tokenizer)")
+        raise ValueError(
+            "token_statistics needs tokenizer.pad_token_id (see models.load_tokenizer)"
+        )
     encoded = [tokenizer(t, add_special_tokens=True)["input_ids"] for t in texts]
     truncated = [len(ids) > max_length for ids in encoded]
     encoded = [list(ids[:max_length]) for ids in encoded]
     short = next((i for i, ids in enumerate(encoded) if len(ids) < 2), None)
     if short is not None:
-        raise ValueError(f"text {short} has {len(encoded[short])} token(s); at least 2 are needed to "
-                         f"score one: {texts[short][:60]!r}")
+        raise ValueError(
+            f"text {short} has {len(encoded[short])} token(s); at least 2 are needed to "
+            f"score one: {texts[short][:60]!r}"
+        )
     out: list[TokenStats | None] = [None] * len(encoded)
     model.eval()
     device = model_device(model)
@@ -153,21 +157,27 @@ def token_statistics(
         input_ids = torch.full((len(batch), width), int(tokenizer.pad_token_id), dtype=torch.long)
         attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
         for row, i in enumerate(batch):
-            input_ids[row, :len(encoded[i])] = torch.as_tensor(encoded[i], dtype=torch.long)
-            attention_mask[row, :len(encoded[i])] = 1
-        logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
+            input_ids[row, : len(encoded[i])] = torch.as_tensor(encoded[i], dtype=torch.long)
+            attention_mask[row, : len(encoded[i])] = 1
+        logits = model(
+            input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)
+        ).logits
         for row, i in enumerate(batch):
             n = len(encoded[i]) - 1
             logp_all = torch.log_softmax(logits[row, :n].float(), dim=-1)  # [n, V]
-            targets = input_ids[row, 1:n + 1].to(logp_all.device)
+            targets = input_ids[row, 1 : n + 1].to(logp_all.device)
             logprob = logp_all.gather(-1, targets[:, None]).squeeze(-1)
             p = logp_all.exp()
             mu = (p * logp_all).sum(-1)
             # sum_v p_v (log p_v - mu)^2 == sum_v p_v (log p_v)^2 - mu^2, without the float32
             # cancellation of the one-pass form when sigma is small
             sigma = (p * (logp_all - mu[:, None]).square()).sum(-1).sqrt()
-            out[i] = TokenStats(logprob=logprob.double().cpu(), mu=mu.double().cpu(),
-                                sigma=sigma.double().cpu(), truncated=truncated[i])
+            out[i] = TokenStats(
+                logprob=logprob.double().cpu(),
+                mu=mu.double().cpu(),
+                sigma=sigma.double().cpu(),
+                truncated=truncated[i],
+            )
             del logp_all, p
         del logits
     return out  # type: ignore[return-value]
@@ -185,7 +195,7 @@ def min_k(logprob, k: float = 0.4) -> float:
     lp = torch.as_tensor(logprob, dtype=torch.float64).flatten()
     if lp.numel() == 0:
         raise ValueError("min_k got no token log-probs")
-    lowest = torch.sort(lp).values[:_n_lowest(lp.numel(), k)]
+    lowest = torch.sort(lp).values[: _n_lowest(lp.numel(), k)]
     return float(lowest.mean())
 
 
@@ -200,11 +210,13 @@ def min_k_plus_plus(logprob, mu, sigma, k: float = 0.4) -> float:
     k = _check_k(k)
     lp, m, s = (torch.as_tensor(x, dtype=torch.float64).flatten() for x in (logprob, mu, sigma))
     if not (lp.numel() == m.numel() == s.numel()):
-        raise ValueError(f"logprob, mu and sigma differ in length: {lp.numel()}, {m.numel()}, {s.numel()}")
+        raise ValueError(
+            f"logprob, mu and sigma differ in length: {lp.numel()}, {m.numel()}, {s.numel()}"
+        )
     if lp.numel() == 0:
         raise ValueError("min_k_plus_plus got no token log-probs")
     z = (lp - m) / s.clamp(min=_SIGMA_EPS)
-    return float(torch.sort(z).values[:_n_lowest(z.numel(), k)].mean())
+    return float(torch.sort(z).values[: _n_lowest(z.numel(), k)].mean())
 
 
 def zlib_bytes(text: str) -> int:
@@ -239,7 +251,9 @@ def _finite_score_arrays(caller: str, *named_scores):
     arrays = [np.asarray(scores, dtype=np.float64).ravel() for _, scores in named_scores]
     if any(a.size == 0 for a in arrays):
         sizes = " and ".join(str(a.size) for a in arrays)
-        raise ValueError(f"{caller} needs {' and '.join(n for n, _ in named_scores)} scores, got {sizes}")
+        raise ValueError(
+            f"{caller} needs {' and '.join(n for n, _ in named_scores)} scores, got {sizes}"
+        )
     for (name, _), arr in zip(named_scores, arrays):
         bad = np.flatnonzero(~np.isfinite(arr))
         if bad.size:
@@ -290,20 +304,27 @@ def mia_suite(
     _check_texts("member text", member_texts)
     _check_texts("nonmember text", nonmember_texts)
     if not member_texts or not nonmember_texts:
-        raise ValueError(f"mia_suite needs member and non-member texts, got {len(member_texts)} "
-                         f"and {len(nonmember_texts)}")
+        raise ValueError(
+            f"mia_suite needs member and non-member texts, got {len(member_texts)} "
+            f"and {len(nonmember_texts)}"
+        )
     texts = list(member_texts) + list(nonmember_texts)
     stats = token_statistics(model, tokenizer, texts, batch_size=batch_size, max_length=max_length)
     rows = [scores_from_stats(s, t, k) for s, t in zip(stats, texts)]
-    members, nonmembers = rows[:len(member_texts)], rows[len(member_texts):]
+    members, nonmembers = rows[: len(member_texts)], rows[len(member_texts) :]
     return {
-        "auc": {name: auc([r[name] for r in members], [r[name] for r in nonmembers]) for name in MIA_SCORES},
+        "auc": {
+            name: auc([r[name] for r in members], [r[name] for r in nonmembers])
+            for name in MIA_SCORES
+        },
         "per_example": {"member": members, "nonmember": nonmembers},
         "settings": {"k": k, "max_length": max_length},
     }
 
 
-def memorisation_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def memorisation_from_logits(
+    logits: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact memorisation and extraction strength per row from teacher-forced logits.
 
     Position ``t`` of ``logits`` ``[B, T, V]`` predicts ``labels[:, t+1]`` ``[B, T]``;
@@ -316,8 +337,10 @@ def memorisation_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> tupl
         ``(em, es)``, float64 CPU ``[B]`` each.
     """
     if logits.dim() != 3 or labels.shape != logits.shape[:2]:
-        raise ValueError(f"expected logits [B, T, V] and labels [B, T], got {tuple(logits.shape)} "
-                         f"and {tuple(labels.shape)}")
+        raise ValueError(
+            f"expected logits [B, T, V] and labels [B, T], got {tuple(logits.shape)} "
+            f"and {tuple(labels.shape)}"
+        )
     pred = logits[:, :-1].argmax(dim=-1)
     target = labels[:, 1:]
     mask = target != IGNORE_INDEX
@@ -356,10 +379,10 @@ def qa_memorisation(
     """
     em = [math.nan] * len(questions)
     es = [math.nan] * len(questions)
-    for batch, logits, labels in teacher_forced_batches(model, tokenizer, questions, answers, fmt,
-                                                        batch_size, max_length):
+    for batch, logits, labels in teacher_forced_batches(
+        model, tokenizer, questions, answers, fmt, batch_size, max_length
+    ):
         b_em, b_es = memorisation_from_logits(logits, labels)
         for row, i in enumerate(batch):
             em[i], es[i] = float(b_em[row]), float(b_es[row])
     return {"em": em, "es": es}
-

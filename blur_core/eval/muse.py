@@ -74,13 +74,16 @@ PRIVLEAK_K: float = 0.4
 
 
 def knowmem_prompt(question: str, icl_questions: Sequence[str], icl_answers: Sequence[str]) -> str:
-    """MUSE's KnowMem prompt: ``sum_j f"Question: {q_j}\\nAnswer: {a_j}\\n\\n"`` + ``f"Question: {question}\\nAnswer: "``.
+    """MUSE's KnowMem prompt: ``sum_j f"Question: {q_j}\\nAnswer: {a_j}\\n\\n"``
+    + ``f"Question: {question}\\nAnswer: "``.
 
     Raises:
         ValueError: different numbers of ICL questions and answers.
     """
     if len(icl_questions) != len(icl_answers):
-        raise ValueError(f"got {len(icl_questions)} ICL questions but {len(icl_answers)} ICL answers")
+        raise ValueError(
+            f"got {len(icl_questions)} ICL questions but {len(icl_answers)} ICL answers"
+        )
     prefix = "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in zip(icl_questions, icl_answers))
     return prefix + f"Question: {question}\nAnswer: "
 
@@ -154,8 +157,9 @@ def generate_raw(
     if tokenizer.pad_token_id is None:
         raise ValueError("generate_raw needs tokenizer.pad_token_id (see models.load_tokenizer)")
     encoded = [tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]
-    return generate_from_ids(model, tokenizer, encoded, batch_size, max_new_tokens,
-                             clean_up_tokenization_spaces=True)
+    return generate_from_ids(
+        model, tokenizer, encoded, batch_size, max_new_tokens, clean_up_tokenization_spaces=True
+    )
 
 
 def muse_min_k_score(logprob, k: float = PRIVLEAK_K) -> float:
@@ -177,7 +181,9 @@ def muse_privleak_auc(forget_scores, holdout_scores) -> float:
     from sklearn.metrics import auc as sk_auc
     from sklearn.metrics import roc_curve
 
-    f, h = _finite_score_arrays("muse_privleak_auc", ("forget", forget_scores), ("holdout", holdout_scores))
+    f, h = _finite_score_arrays(
+        "muse_privleak_auc", ("forget", forget_scores), ("holdout", holdout_scores)
+    )
     y = np.array([0] * f.size + [1] * h.size)
     fpr, tpr, _ = roc_curve(y, -np.concatenate([f, h]))
     return float(sk_auc(fpr, tpr))
@@ -204,8 +210,10 @@ def _verbmem(model, tokenizer, records, max_new_tokens, batch_size) -> list[dict
     outputs = generate_raw(model, tokenizer, prompts, max_new_tokens, batch_size)
     gts = [truncate_to_tokens(tokenizer, r["gt"], max_new_tokens) for r in records]
     scores = rouge_l(gts, outputs)
-    return [{"gt": gt, "output": out, "rougeL_f1": s["f1"], "rougeL_recall": s["recall"]}
-            for gt, out, s in zip(gts, outputs, scores)]
+    return [
+        {"gt": gt, "output": out, "rougeL_f1": s["f1"], "rougeL_recall": s["recall"]}
+        for gt, out, s in zip(gts, outputs, scores)
+    ]
 
 
 def _knowmem(model, tokenizer, qa, icl, max_new_tokens, batch_size) -> list[dict]:
@@ -214,15 +222,29 @@ def _knowmem(model, tokenizer, qa, icl, max_new_tokens, batch_size) -> list[dict
     raw = generate_raw(model, tokenizer, prompts, max_new_tokens, batch_size)
     outputs = [cut_answer(o) for o in raw]
     scores = rouge_l([r["answer"] for r in qa], outputs)
-    return [{"question": r["question"], "answer": r["answer"], "output": out, "raw_output": full,
-             "rougeL_f1": s["f1"], "rougeL_recall": s["recall"]}
-            for r, out, full, s in zip(qa, outputs, raw, scores)]
+    return [
+        {
+            "question": r["question"],
+            "answer": r["answer"],
+            "output": out,
+            "raw_output": full,
+            "rougeL_f1": s["f1"],
+            "rougeL_recall": s["recall"],
+        }
+        for r, out, full, s in zip(qa, outputs, raw, scores)
+    ]
 
 
 def _privleak_rows(model, tokenizer, texts, batch_size, max_length) -> list[dict]:
     stats = token_statistics(model, tokenizer, texts, batch_size=batch_size, max_length=max_length)
-    return [{"min_k_score": muse_min_k_score(s.logprob, PRIVLEAK_K), "n_tokens": s.n_tokens,
-             "truncated": bool(s.truncated)} for s in stats]
+    return [
+        {
+            "min_k_score": muse_min_k_score(s.logprob, PRIVLEAK_K),
+            "n_tokens": s.n_tokens,
+            "truncated": bool(s.truncated),
+        }
+        for s in stats
+    ]
 
 
 def recompute_aggregates(per_example: Mapping) -> dict:
@@ -239,8 +261,9 @@ def recompute_aggregates(per_example: Mapping) -> dict:
             out[name] = 100.0 * sum(r["rougeL_f1"] for r in rows) / len(rows)
     pl = per_example.get("privleak")
     if pl:
-        out["privleak_auc"] = muse_privleak_auc([r["min_k_score"] for r in pl["forget"]],
-                                                [r["min_k_score"] for r in pl["holdout"]])
+        out["privleak_auc"] = muse_privleak_auc(
+            [r["min_k_score"] for r in pl["forget"]], [r["min_k_score"] for r in pl["holdout"]]
+        )
     return out
 
 
@@ -287,8 +310,10 @@ def evaluate_muse(
     """
     unknown = [m for m in metrics if m not in MUSE_METRICS]
     if unknown or not metrics:
-        raise ValueError(f"unknown MUSE metric(s) {unknown or list(metrics)!r}; expected a non-empty "
-                         f"subset of {list(MUSE_METRICS)}")
+        raise ValueError(
+            f"unknown MUSE metric(s) {unknown or list(metrics)!r}; expected a non-empty "
+            f"subset of {list(MUSE_METRICS)}"
+        )
     if limit is not None:
         require_int("limit", limit)
     require_int("batch_size", batch_size)
@@ -303,15 +328,20 @@ def evaluate_muse(
     if "verbmem_f" in metrics:
         _log(progress, f"verbmem_f: {len(first(data.verbmem_forget))} prompts")
         t0 = time.perf_counter()
-        per_example["verbmem_f"] = _verbmem(model, tokenizer, first(data.verbmem_forget),
-                                            verbmem_max_new_tokens, batch_size)
+        per_example["verbmem_f"] = _verbmem(
+            model, tokenizer, first(data.verbmem_forget), verbmem_max_new_tokens, batch_size
+        )
         timings["verbmem_f"] = time.perf_counter() - t0
-    for name, qa, icl in (("knowmem_f", data.knowmem_forget, data.knowmem_forget_icl),
-                          ("knowmem_r", data.knowmem_retain, data.knowmem_retain_icl)):
+    for name, qa, icl in (
+        ("knowmem_f", data.knowmem_forget, data.knowmem_forget_icl),
+        ("knowmem_r", data.knowmem_retain, data.knowmem_retain_icl),
+    ):
         if name in metrics:
             _log(progress, f"{name}: {len(first(qa))} questions, {len(icl)} ICL pairs")
             t0 = time.perf_counter()
-            per_example[name] = _knowmem(model, tokenizer, first(qa), icl, knowmem_max_new_tokens, batch_size)
+            per_example[name] = _knowmem(
+                model, tokenizer, first(qa), icl, knowmem_max_new_tokens, batch_size
+            )
             timings[name] = time.perf_counter() - t0
     if "privleak" in metrics:
         forget, holdout = first(data.privleak_forget), first(data.privleak_holdout)
@@ -336,11 +366,17 @@ def evaluate_muse(
         "privleak_auc_ref": None,
         "per_example": per_example,
         "settings": {
-            "metrics": list(metrics), "limit": limit, "batch_size": batch_size,
+            "metrics": list(metrics),
+            "limit": limit,
+            "batch_size": batch_size,
             "privleak_batch_size": privleak_batch_size,
-            "verbmem_max_new_tokens": verbmem_max_new_tokens, "knowmem_max_new_tokens": knowmem_max_new_tokens,
-            "privleak_max_length": privleak_max_length, "privleak_k": PRIVLEAK_K,
-            "privleak_truncated": (sum(r["truncated"] for s in pl.values() for r in s) if pl else 0),
+            "verbmem_max_new_tokens": verbmem_max_new_tokens,
+            "knowmem_max_new_tokens": knowmem_max_new_tokens,
+            "privleak_max_length": privleak_max_length,
+            "privleak_k": PRIVLEAK_K,
+            "privleak_truncated": (
+                sum(r["truncated"] for s in pl.values() for r in s) if pl else 0
+            ),
             "source": getattr(data, "source", ""),
         },
         "timings_s": timings,
@@ -371,7 +407,9 @@ def add_privleak_reference(result: dict, retain_result: Mapping | None = None) -
             raise ValueError("retain_result has no privleak_auc (evaluate it with 'privleak')")
         kind = "retain_model"
         if float(ref) <= 0:
-            raise ValueError(f"retain model privleak_auc is {ref}; PrivLeak is undefined for AUC_ref = 0")
+            raise ValueError(
+                f"retain model privleak_auc is {ref}; PrivLeak is undefined for AUC_ref = 0"
+            )
     value = privleak_value(auc_value, float(ref))
     result["privleak"] = value
     result.setdefault("metrics", {})["privleak"] = value

@@ -48,7 +48,15 @@ from typing import Any
 from blur_core.atomic import atomic_write_text
 from blur_core.config import ConfigError, at_least, checked, one_of, parse, to_dict
 
-__all__ = ["SUITE_KINDS", "SuiteConfig", "cloze_mc", "parse_suite", "run_suite", "tofu_mc_items", "write_result"]
+__all__ = [
+    "SUITE_KINDS",
+    "SuiteConfig",
+    "cloze_mc",
+    "parse_suite",
+    "run_suite",
+    "tofu_mc_items",
+    "write_result",
+]
 
 SUITE_KINDS = ("wmdp", "mmlu", "tofu_mc", "muse", "memorisation", "tofu")
 MUSE_METRICS = ("verbmem_f", "knowmem_f", "knowmem_r", "privleak")
@@ -59,26 +67,38 @@ class SuiteConfig:
     """One evaluation suite (see the module docstring for the kinds)."""
 
     kind: str = checked(check=one_of(*SUITE_KINDS), doc="what to evaluate")
-    source: str | None = checked(None, doc="data dir or hub id (the benchmark dir for tofu_mc/memorisation)")
+    source: str | None = checked(
+        None, doc="data dir or hub id (the benchmark dir for tofu_mc/memorisation)"
+    )
     subset: str = checked("bio", check=one_of("bio", "chem", "cyber"), doc="wmdp subset")
     split: str = checked("test", check=one_of("test", "dev"), doc="mmlu split")
     subjects: list[str] | None = checked(None, doc="mmlu subjects (null: all)")
-    set: str = checked("forget", check=one_of("forget", "retain", "real_authors", "world_facts"),
-                       doc="tofu_mc / memorisation: which set of the benchmark")
+    set: str = checked(
+        "forget",
+        check=one_of("forget", "retain", "real_authors", "world_facts"),
+        doc="tofu_mc / memorisation: which set of the benchmark",
+    )
     forget_split: str = checked("forget10", check=one_of("forget01", "forget05", "forget10"))
     limit: int | None = checked(None, check=at_least(1), doc="evaluate N items (null: all)")
     seed: int = 0
     metrics: list[str] = checked(default_factory=lambda: list(MUSE_METRICS), doc="muse metrics")
     mia: bool = checked(True, doc="muse: also the MIA suite on privleak forget vs holdout")
     batch_size: int = checked(16, check=at_least(1))
-    max_length: int | None = checked(None, check=lambda v: None if v is None or v >= 8 else "must be >= 8",
-                                     doc="token limit per scored sequence; null: 512, for wmdp/mmlu the "
-                                         "model's context length (as lm-eval)")
+    max_length: int | None = checked(
+        None,
+        check=lambda v: None if v is None or v >= 8 else "must be >= 8",
+        doc="token limit per scored sequence; null: 512, for wmdp/mmlu the "
+        "model's context length (as lm-eval)",
+    )
     max_new_tokens: int = checked(32, check=at_least(1), doc="tofu: answer length; muse: knowmem")
     verbmem_max_new_tokens: int = checked(128, check=at_least(1))
     privleak_max_length: int = checked(2048, check=at_least(8))
-    privleak_batch_size: int = checked(2, check=at_least(1), doc="texts per forward pass on PrivLeak / MIA "
-                                       "passages (~2k tokens: logits are batch x length x vocab floats)")
+    privleak_batch_size: int = checked(
+        2,
+        check=at_least(1),
+        doc="texts per forward pass on PrivLeak / MIA "
+        "passages (~2k tokens: logits are batch x length x vocab floats)",
+    )
 
     @property
     def qa_max_length(self) -> int:
@@ -88,10 +108,14 @@ class SuiteConfig:
     def validate(self, where: str = "") -> None:
         prefix = f"{where}." if where else ""
         if not self.source:
-            raise ConfigError(f"{prefix}source is required for a {self.kind} suite (a local dir or hub id)")
+            raise ConfigError(
+                f"{prefix}source is required for a {self.kind} suite (a local dir or hub id)"
+            )
         bad = [m for m in self.metrics if m not in MUSE_METRICS]
         if bad:
-            raise ConfigError(f"{prefix}metrics: unknown MUSE metric(s) {bad}; valid: {list(MUSE_METRICS)}")
+            raise ConfigError(
+                f"{prefix}metrics: unknown MUSE metric(s) {bad}; valid: {list(MUSE_METRICS)}"
+            )
 
 
 def parse_suite(data: Mapping[str, Any], where: str = "suite") -> SuiteConfig:
@@ -123,26 +147,39 @@ def tofu_mc_items(records, name: str, seed: int = 0):
         if not isinstance(rec.get("question"), str) or not isinstance(rec.get("answer"), str):
             raise ValueError(f"{name}[{i}]: needs string fields 'question' and 'answer'")
         if not isinstance(wrong, list) or len(wrong) < 3:
-            raise ValueError(f"{name}[{i}]: needs >= 3 'perturbed_answer' strings for a 4-way question, "
-                             f"got {wrong!r}")
+            raise ValueError(
+                f"{name}[{i}]: needs >= 3 'perturbed_answer' strings for a 4-way question, "
+                f"got {wrong!r}"
+            )
         right = rec.get("paraphrased_answer") or rec["answer"]
         choices = [right, *wrong[:3]]
         order = list(range(4))
         random.Random(f"{seed}:{i}").shuffle(order)
-        items.append(MCItem(question=rec["question"], choices=tuple(choices[j] for j in order),
-                            answer=order.index(0), subject=name, source=f"{name}:{i}"))
+        items.append(
+            MCItem(
+                question=rec["question"],
+                choices=tuple(choices[j] for j in order),
+                answer=order.index(0),
+                subject=name,
+                source=f"{name}:{i}",
+            )
+        )
     return items
 
 
 # ----------------------------------------------------------------------------- runners
+
 
 def _mc_result(result: Mapping) -> dict:
     by_subject: dict[str, list[bool]] = {}
     for row in result["per_example"]:
         by_subject.setdefault(row["subject"], []).append(bool(row["correct"]))
     metrics = {"accuracy": result["accuracy"], "n": result["n"]}
-    return {"metrics": metrics, "per_example": result["per_example"],
-            "per_subject": {s: sum(v) / len(v) for s, v in sorted(by_subject.items())}}
+    return {
+        "metrics": metrics,
+        "per_example": result["per_example"],
+        "per_subject": {s: sum(v) / len(v) for s, v in sorted(by_subject.items())},
+    }
 
 
 def cloze_mc(model, tokenizer, items, fmt, batch_size: int = 32, max_length: int = 256) -> dict:
@@ -160,16 +197,29 @@ def cloze_mc(model, tokenizer, items, fmt, batch_size: int = 32, max_length: int
         raise ValueError("cloze_mc got no items")
     questions = [it.question for it in items for _ in it.choices]
     options = [c for it in items for c in it.choices]
-    nll = answer_nll(model, tokenizer, questions, options, fmt, batch_size=batch_size,
-                     max_length=max_length).tolist()
+    nll = answer_nll(
+        model, tokenizer, questions, options, fmt, batch_size=batch_size, max_length=max_length
+    ).tolist()
     rows, pos = [], 0
     for it in items:
-        scores = [-v for v in nll[pos:pos + len(it.choices)]]
+        scores = [-v for v in nll[pos : pos + len(it.choices)]]
         pos += len(it.choices)
         pred = max(range(len(scores)), key=lambda j: (scores[j], -j))  # ties: first option
-        rows.append({"source": it.source, "subject": it.subject, "answer": it.answer, "pred": pred,
-                     "correct": pred == it.answer, "loglik": scores})
-    return {"accuracy": sum(r["correct"] for r in rows) / len(rows), "n": len(rows), "per_example": rows}
+        rows.append(
+            {
+                "source": it.source,
+                "subject": it.subject,
+                "answer": it.answer,
+                "pred": pred,
+                "correct": pred == it.answer,
+                "loglik": scores,
+            }
+        )
+    return {
+        "accuracy": sum(r["correct"] for r in rows) / len(rows),
+        "n": len(rows),
+        "per_example": rows,
+    }
 
 
 def _run_mc(cfg: SuiteConfig, model, tokenizer, fmt) -> dict:
@@ -189,7 +239,9 @@ def _run_mc(cfg: SuiteConfig, model, tokenizer, fmt) -> dict:
     else:
         items = mcdata.load_mmlu(cfg.source, split=cfg.split, subjects=cfg.subjects)
     items = mcdata.select_items(items, cfg.limit, seed=cfg.seed)
-    result = evaluate_mc(model, tokenizer, items, batch_size=cfg.batch_size, max_length=cfg.max_length)
+    result = evaluate_mc(
+        model, tokenizer, items, batch_size=cfg.batch_size, max_length=cfg.max_length
+    )
     # (max_length None: evaluate_mc resolves the model's context length, as lm-eval does)
     return _mc_result(result)
 
@@ -201,7 +253,9 @@ def _tofu_set_key(name: str, sets: Mapping) -> str:
     return name
 
 
-def _run_muse(cfg: SuiteConfig, model, tokenizer, reference: Mapping | None, self_reference: bool) -> dict:
+def _run_muse(
+    cfg: SuiteConfig, model, tokenizer, reference: Mapping | None, self_reference: bool
+) -> dict:
     """MUSE metrics; with ``mia`` the PrivLeak texts are scored once: the MIA suite's
     Min-40% scores (forget = member) give MUSE's PrivLeak AUC as well (MUSE's Min-K score
     is the negated one, and its AUC has holdout as the positive class)."""
@@ -212,9 +266,14 @@ def _run_muse(cfg: SuiteConfig, model, tokenizer, reference: Mapping | None, sel
     with_privleak = "privleak" in cfg.metrics
     shared = with_privleak and cfg.mia
     metrics = [m for m in cfg.metrics if not (shared and m == "privleak")]
-    kwargs = dict(batch_size=cfg.batch_size, limit=cfg.limit, verbmem_max_new_tokens=cfg.verbmem_max_new_tokens,
-                  knowmem_max_new_tokens=cfg.max_new_tokens, privleak_max_length=cfg.privleak_max_length,
-                  privleak_batch_size=cfg.privleak_batch_size)
+    kwargs = dict(
+        batch_size=cfg.batch_size,
+        limit=cfg.limit,
+        verbmem_max_new_tokens=cfg.verbmem_max_new_tokens,
+        knowmem_max_new_tokens=cfg.max_new_tokens,
+        privleak_max_length=cfg.privleak_max_length,
+        privleak_batch_size=cfg.privleak_batch_size,
+    )
     if metrics:
         result = evaluate_muse(model, tokenizer, data, metrics=tuple(metrics), **kwargs)
     else:
@@ -226,11 +285,20 @@ def _run_muse(cfg: SuiteConfig, model, tokenizer, reference: Mapping | None, sel
         n = cfg.limit
         forget = data.privleak_forget[:n] if n else data.privleak_forget
         holdout = data.privleak_holdout[:n] if n else data.privleak_holdout
-        mia = mia_suite(model, tokenizer, forget, holdout, k=0.4, batch_size=cfg.privleak_batch_size,
-                        max_length=cfg.privleak_max_length)
+        mia = mia_suite(
+            model,
+            tokenizer,
+            forget,
+            holdout,
+            k=0.4,
+            batch_size=cfg.privleak_batch_size,
+            max_length=cfg.privleak_max_length,
+        )
         out["mia"] = mia
-        result["privleak_auc"] = muse_privleak_auc([-r["mink"] for r in mia["per_example"]["member"]],
-                                                   [-r["mink"] for r in mia["per_example"]["nonmember"]])
+        result["privleak_auc"] = muse_privleak_auc(
+            [-r["mink"] for r in mia["per_example"]["member"]],
+            [-r["mink"] for r in mia["per_example"]["nonmember"]],
+        )
         result["metrics"]["privleak"] = None
     if with_privleak:
         add_privleak_reference(result, result if self_reference else (reference or {}).get("muse"))
@@ -255,22 +323,40 @@ def _run_memorisation(cfg: SuiteConfig, model, tokenizer, fmt) -> dict:
     from blur_core.eval.tofu import load_tofu_eval_sets
 
     sets = load_tofu_eval_sets(cfg.source, cfg.forget_split)
-    records = sets[_tofu_set_key(cfg.set, sets)][:cfg.limit]
-    mem = qa_memorisation(model, tokenizer, [r["question"] for r in records], [r["answer"] for r in records],
-                          fmt=fmt, batch_size=cfg.batch_size, max_length=cfg.qa_max_length)
+    records = sets[_tofu_set_key(cfg.set, sets)][: cfg.limit]
+    mem = qa_memorisation(
+        model,
+        tokenizer,
+        [r["question"] for r in records],
+        [r["answer"] for r in records],
+        fmt=fmt,
+        batch_size=cfg.batch_size,
+        max_length=cfg.qa_max_length,
+    )
     em, es = list(mem["em"]), list(mem["es"])
-    out = {"metrics": {f"{cfg.set}_exact_memorisation": sum(em) / len(em),
-                       f"{cfg.set}_extraction_strength": sum(es) / len(es), "n": len(em)},
-           "per_example": [{"index": i, "em": a, "es": b} for i, (a, b) in enumerate(zip(em, es))]}
+    out = {
+        "metrics": {
+            f"{cfg.set}_exact_memorisation": sum(em) / len(em),
+            f"{cfg.set}_extraction_strength": sum(es) / len(es),
+            "n": len(em),
+        },
+        "per_example": [{"index": i, "em": a, "es": b} for i, (a, b) in enumerate(zip(em, es))],
+    }
     holdout_path = Path(cfg.source) / (cfg.forget_split.replace("forget", "holdout") + ".json")
     if cfg.set == "forget" and holdout_path.is_file():
-        holdout = load_records(holdout_path)[:cfg.limit]
+        holdout = load_records(holdout_path)[: cfg.limit]
 
         def text(r):
             return f"{fmt.prompt_template.format(question=r['question'])} {r['answer']}"
 
-        mia = mia_suite(model, tokenizer, [text(r) for r in records], [text(r) for r in holdout],
-                        batch_size=cfg.batch_size, max_length=cfg.qa_max_length)
+        mia = mia_suite(
+            model,
+            tokenizer,
+            [text(r) for r in records],
+            [text(r) for r in holdout],
+            batch_size=cfg.batch_size,
+            max_length=cfg.qa_max_length,
+        )
         out["mia"] = mia
         out["metrics"].update({f"mia_{attack}_auc": value for attack, value in mia["auc"].items()})
     return out
@@ -281,9 +367,16 @@ def _run_tofu(cfg: SuiteConfig, model, tokenizer, fmt) -> dict:
 
     sets = load_tofu_eval_sets(cfg.source, cfg.forget_split)
     if cfg.limit:
-        sets = {k: v[:cfg.limit] for k, v in sets.items()}
-    result = evaluate_tofu(model, tokenizer, sets, fmt, batch_size=cfg.batch_size,
-                           max_new_tokens=cfg.max_new_tokens, max_length=cfg.qa_max_length)
+        sets = {k: v[: cfg.limit] for k, v in sets.items()}
+    result = evaluate_tofu(
+        model,
+        tokenizer,
+        sets,
+        fmt,
+        batch_size=cfg.batch_size,
+        max_new_tokens=cfg.max_new_tokens,
+        max_length=cfg.qa_max_length,
+    )
     metrics = {"model_utility": result["model_utility"]}
     for s, aggs in result["aggregates"].items():
         for m, v in aggs.items():
@@ -291,8 +384,16 @@ def _run_tofu(cfg: SuiteConfig, model, tokenizer, fmt) -> dict:
     return {"metrics": metrics, "tofu": result}
 
 
-def run_suite(name: str, cfg: SuiteConfig, model, tokenizer, *, fmt=None, reference: Mapping | None = None,
-              self_reference: bool = False) -> dict:
+def run_suite(
+    name: str,
+    cfg: SuiteConfig,
+    model,
+    tokenizer,
+    *,
+    fmt=None,
+    reference: Mapping | None = None,
+    self_reference: bool = False,
+) -> dict:
     """Evaluate ``model`` on one suite; the result dict described in the module docstring.
 
     ``reference`` is the retain model's result of the same suite (PrivLeak's AUC
@@ -314,8 +415,13 @@ def run_suite(name: str, cfg: SuiteConfig, model, tokenizer, *, fmt=None, refere
     for key, value in body["metrics"].items():
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"suite {name}: metric {key} is {value}")
-    return {"suite": name, "kind": cfg.kind, **body, "settings": to_dict(cfg),
-            "wall_s": round(time.perf_counter() - start, 3)}
+    return {
+        "suite": name,
+        "kind": cfg.kind,
+        **body,
+        "settings": to_dict(cfg),
+        "wall_s": round(time.perf_counter() - start, 3),
+    }
 
 
 def write_result(result: Mapping, out: str | Path) -> Path:

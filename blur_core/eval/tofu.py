@@ -34,24 +34,24 @@ from blur_core.eval.generation import greedy_generate
 from blur_core.eval.likelihood import answer_nll
 
 __all__ = [
-    "SETS",
-    "UTILITY_SETS",
     "METRICS",
-    "UTILITY_KEYS",
+    "SETS",
     "SET_FILES",
+    "UTILITY_KEYS",
+    "UTILITY_SETS",
+    "add_forget_quality",
+    "evaluate_tofu",
+    "forget_quality",
+    "load_tofu_eval_sets",
+    "model_utility",
+    "normalised_probability",
+    "probability",
+    "recompute_aggregates",
+    "rouge_l_recall",
     "truth_ratio",
     "truth_ratio_forget_score",
     "truth_ratio_retain_score",
-    "probability",
-    "normalised_probability",
-    "rouge_l_recall",
-    "forget_quality",
-    "model_utility",
     "utility_values",
-    "evaluate_tofu",
-    "recompute_aggregates",
-    "add_forget_quality",
-    "load_tofu_eval_sets",
 ]
 
 SETS: tuple[str, ...] = ("forget", "retain", "real_authors", "world_facts")
@@ -192,7 +192,10 @@ def rouge_l_recall(predictions: Sequence[str], references: Sequence[str]) -> lis
     if len(predictions) != len(references):
         raise ValueError(f"got {len(predictions)} predictions but {len(references)} references")
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    return [float(scorer.score(ref, pred)["rougeL"].recall) for pred, ref in zip(predictions, references)]
+    return [
+        float(scorer.score(ref, pred)["rougeL"].recall)
+        for pred, ref in zip(predictions, references)
+    ]
 
 
 def forget_quality(ratios_unlearned, ratios_retain_model) -> float:
@@ -227,7 +230,9 @@ def model_utility(values: Mapping[str, float]) -> float:
     for key in UTILITY_KEYS:
         v = float(values[key])
         if not math.isfinite(v) or v < 0:
-            raise ValueError(f"model_utility: {key} must be a finite number >= 0, got {values[key]!r}")
+            raise ValueError(
+                f"model_utility: {key} must be a finite number >= 0, got {values[key]!r}"
+            )
         nums.append(v)
     if any(v == 0.0 for v in nums):
         return 0.0
@@ -260,11 +265,16 @@ def _set_aggregates(name: str, rows: Sequence[Mapping]) -> dict[str, float]:
     else:
         prob = probability(answer)
     tr = truth_ratio_forget_score(ratios) if name == "forget" else truth_ratio_retain_score(ratios)
-    return {"probability": prob, "rouge": float(np.mean([r["rouge_l_recall"] for r in rows])),
-            "truth_ratio": tr}
+    return {
+        "probability": prob,
+        "rouge": float(np.mean([r["rouge_l_recall"] for r in rows])),
+        "truth_ratio": tr,
+    }
 
 
-def recompute_aggregates(per_example: Mapping[str, Sequence[Mapping]]) -> dict[str, dict[str, float]]:
+def recompute_aggregates(
+    per_example: Mapping[str, Sequence[Mapping]],
+) -> dict[str, dict[str, float]]:
     """Aggregates of every set in ``per_example`` from the stored per-example values alone.
 
     Uses ``answer_nll``, ``paraphrased_nll``, ``perturbed_nll`` and ``rouge_l_recall``
@@ -300,21 +310,37 @@ def _check_set_records(name: str, records: Sequence[Mapping], source: str) -> No
             raise ValueError(f"{source}: record {index} is not an object: {record!r}")
         for field in _REQUIRED_FIELDS[name]:
             if field not in record:
-                raise ValueError(f"{source}: record {index} is missing field {field!r} "
-                                 f"(has {sorted(record)})")
+                raise ValueError(
+                    f"{source}: record {index} is missing field {field!r} (has {sorted(record)})"
+                )
             value = record[field]
             if field == "perturbed_answer":
-                if (not isinstance(value, list) or not value
-                        or not all(isinstance(v, str) for v in value)):
-                    raise ValueError(f"{source}: record {index} field 'perturbed_answer' must be a "
-                                     f"non-empty list of strings, got {value!r}")
+                if (
+                    not isinstance(value, list)
+                    or not value
+                    or not all(isinstance(v, str) for v in value)
+                ):
+                    raise ValueError(
+                        f"{source}: record {index} field 'perturbed_answer' must be a "
+                        f"non-empty list of strings, got {value!r}"
+                    )
             elif not isinstance(value, str):
-                raise ValueError(f"{source}: record {index} field {field!r} must be a string, "
-                                 f"got {type(value).__name__}: {value!r}")
+                raise ValueError(
+                    f"{source}: record {index} field {field!r} must be a string, "
+                    f"got {type(value).__name__}: {value!r}"
+                )
 
 
-def _evaluate_set(model, tokenizer, name: str, records: Sequence[Mapping], fmt: QAFormat,
-                  batch_size: int, max_new_tokens: int, max_length: int) -> list[dict]:
+def _evaluate_set(
+    model,
+    tokenizer,
+    name: str,
+    records: Sequence[Mapping],
+    fmt: QAFormat,
+    batch_size: int,
+    max_new_tokens: int,
+    max_length: int,
+) -> list[dict]:
     """Per-example TOFU values of one set (batched: one NLL pass per answer kind, one
     flattened pass over all perturbed answers, one batched generation)."""
     questions = [str(r["question"]) for r in records]
@@ -331,14 +357,21 @@ def _evaluate_set(model, tokenizer, name: str, records: Sequence[Mapping], fmt: 
     flat_a = [str(a) for r in records for a in r["perturbed_answer"]]
     flat_nll = nll(flat_q, flat_a)
     starts = np.cumsum([0, *counts])
-    pert_nlls = [flat_nll[starts[i]:starts[i + 1]] for i in range(len(records))]
+    pert_nlls = [flat_nll[starts[i] : starts[i + 1]] for i in range(len(records))]
     generated = greedy_generate(model, tokenizer, questions, fmt, batch_size, max_new_tokens)
     rouge = rouge_l_recall(generated, answers)
     ratios = truth_ratio(para_nlls, pert_nlls)
     return [
-        {"question": questions[i], "answer": answers[i], "generated": generated[i],
-         "answer_nll": answer_nlls[i], "paraphrased_nll": para_nlls[i], "perturbed_nll": pert_nlls[i],
-         "rouge_l_recall": rouge[i], "truth_ratio": float(ratios[i])}
+        {
+            "question": questions[i],
+            "answer": answers[i],
+            "generated": generated[i],
+            "answer_nll": answer_nlls[i],
+            "paraphrased_nll": para_nlls[i],
+            "perturbed_nll": pert_nlls[i],
+            "rouge_l_recall": rouge[i],
+            "truth_ratio": float(ratios[i]),
+        }
         for i in range(len(records))
     ]
 
@@ -377,18 +410,26 @@ def evaluate_tofu(
     missing = [s for s in SETS if s not in sets]
     unknown = [s for s in sets if s not in SETS]
     if missing or unknown:
-        raise ValueError(f"evaluate_tofu needs exactly the sets {list(SETS)}; "
-                         f"missing {missing}, unknown {unknown}")
+        raise ValueError(
+            f"evaluate_tofu needs exactly the sets {list(SETS)}; "
+            f"missing {missing}, unknown {unknown}"
+        )
     for name in SETS:
         if not sets[name]:
             raise ValueError(f"set {name!r} has no records")
         _check_set_records(name, sets[name], f"set {name!r}")
-    per_example = {name: _evaluate_set(model, tokenizer, name, sets[name], fmt, batch_size,
-                                       max_new_tokens, max_length)
-                   for name in SETS}
+    per_example = {
+        name: _evaluate_set(
+            model, tokenizer, name, sets[name], fmt, batch_size, max_new_tokens, max_length
+        )
+        for name in SETS
+    }
     aggregates = recompute_aggregates(per_example)
-    return {"per_example": per_example, "aggregates": aggregates,
-            "model_utility": model_utility(utility_values(aggregates))}
+    return {
+        "per_example": per_example,
+        "aggregates": aggregates,
+        "model_utility": model_utility(utility_values(aggregates)),
+    }
 
 
 def _forget_rows(result: Mapping, label: str) -> list[Mapping]:
@@ -396,7 +437,9 @@ def _forget_rows(result: Mapping, label: str) -> list[Mapping]:
     try:
         rows = result["per_example"]["forget"]
     except (KeyError, TypeError):
-        raise ValueError(f"{label} has no per_example.forget (not an evaluate_tofu result?)") from None
+        raise ValueError(
+            f"{label} has no per_example.forget (not an evaluate_tofu result?)"
+        ) from None
     if not rows:
         raise ValueError(f"{label} has an empty forget set")
     return rows
@@ -418,12 +461,17 @@ def add_forget_quality(result: dict, retain_model_result: Mapping) -> dict:
     q_ours = [r["question"] for r in ours]
     q_theirs = [r["question"] for r in theirs]
     if q_ours != q_theirs:
-        first = next((i for i, (a, b) in enumerate(zip(q_ours, q_theirs)) if a != b),
-                     min(len(q_ours), len(q_theirs)))
-        raise ValueError(f"the forget sets differ ({len(q_ours)} vs {len(q_theirs)} questions, first "
-                         f"difference at index {first}); evaluate both models on the same forget split")
-    result["forget_quality"] = forget_quality([r["truth_ratio"] for r in ours],
-                                              [r["truth_ratio"] for r in theirs])
+        first = next(
+            (i for i, (a, b) in enumerate(zip(q_ours, q_theirs)) if a != b),
+            min(len(q_ours), len(q_theirs)),
+        )
+        raise ValueError(
+            f"the forget sets differ ({len(q_ours)} vs {len(q_theirs)} questions, first "
+            f"difference at index {first}); evaluate both models on the same forget split"
+        )
+    result["forget_quality"] = forget_quality(
+        [r["truth_ratio"] for r in ours], [r["truth_ratio"] for r in theirs]
+    )
     return result
 
 
@@ -432,7 +480,9 @@ def add_forget_quality(result: dict, retain_model_result: Mapping) -> dict:
 # ---------------------------------------------------------------------------
 
 
-def load_tofu_eval_sets(bench_dir: str | Path, forget_split: str = "forget10") -> dict[str, list[dict]]:
+def load_tofu_eval_sets(
+    bench_dir: str | Path, forget_split: str = "forget10"
+) -> dict[str, list[dict]]:
     """The four evaluation sets of a TOFU benchmark directory (hub layout).
 
     Reads ``<forget_split>_perturbed.json``, ``retain_perturbed.json``,
@@ -449,8 +499,15 @@ def load_tofu_eval_sets(bench_dir: str | Path, forget_split: str = "forget10") -
             (naming the file, record index and field).
         FileNotFoundError: a missing file (named).
     """
-    if not isinstance(forget_split, str) or not forget_split or "/" in forget_split or "\\" in forget_split:
-        raise ValueError(f"forget_split must be a split name such as 'forget10', got {forget_split!r}")
+    if (
+        not isinstance(forget_split, str)
+        or not forget_split
+        or "/" in forget_split
+        or "\\" in forget_split
+    ):
+        raise ValueError(
+            f"forget_split must be a split name such as 'forget10', got {forget_split!r}"
+        )
     bench_dir = Path(bench_dir)
     if not bench_dir.is_dir():
         raise FileNotFoundError(f"TOFU benchmark directory not found: {str(bench_dir)!r}")

@@ -153,7 +153,9 @@ class Study:
         for name, spec in (self.config.get("evaluations") or {}).items():
             where = f"evaluations.{name}"
             if not _SUITE_NAME.fullmatch(name):
-                raise ConfigError(f"{where}: suite names may hold only letters, digits, '_', '.', '-'")
+                raise ConfigError(
+                    f"{where}: suite names may hold only letters, digits, '_', '.', '-'"
+                )
             spec = dict(spec)
             if spec["kind"] in BENCHMARK_BOUND_SUITES:
                 if "source" in spec:
@@ -220,7 +222,9 @@ class Study:
     def eval_files(self) -> list[str]:
         files = [f"{unit}/eval.json" for unit in self.units()]
         files += [
-            f"{run.dir}/relearn/k{k}/eval.json" for run in self.runs.values() for k in self.relearn_steps
+            f"{run.dir}/relearn/k{k}/eval.json"
+            for run in self.runs.values()
+            for k in self.relearn_steps
         ]
         return files
 
@@ -231,12 +235,17 @@ class Study:
         files = []
         for exp in self.config["experiments"]:
             for kind in ("target", "retain"):
-                files.append(f"{self.finetuned_dir(exp['benchmark'], exp['model'], kind)}/summary.json")
+                files.append(
+                    f"{self.finetuned_dir(exp['benchmark'], exp['model'], kind)}/summary.json"
+                )
         return files + [f"{run.dir}/summary.json" for run in self.runs.values()]
 
     def suite_outputs(self) -> list[str]:
         """The evaluate_suites rule's outputs, as wildcard patterns."""
-        return [f"{self.results}/{{bench}}/{{model}}/{{unit}}/suites/{name}.json" for name in self.suites]
+        return [
+            f"{self.results}/{{bench}}/{{model}}/{{unit}}/suites/{name}.json"
+            for name in self.suites
+        ]
 
     def retain_eval(self, bench: str, model: str, unit: str) -> list[str]:
         """Forget quality compares against the retain model's truth ratios (none for itself)."""

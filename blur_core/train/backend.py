@@ -32,7 +32,7 @@ import torch
 from blur_core.models import load_model, save_hf_model
 from blur_core.train.dist import DistContext
 
-__all__ = ["LocalBackend", "make_optimizer", "select_trainable", "build_backend"]
+__all__ = ["LocalBackend", "build_backend", "make_optimizer", "select_trainable"]
 
 
 def select_trainable(model: torch.nn.Module, patterns: list[str]) -> list[torch.nn.Parameter]:
@@ -52,8 +52,13 @@ def select_trainable(model: torch.nn.Module, patterns: list[str]) -> list[torch.
     return chosen
 
 
-def build_backend(model_path: str, tcfg, ctx: DistContext, tokenizer=None,
-                  extra_files: dict[str, str] | None = None):
+def build_backend(
+    model_path: str,
+    tcfg,
+    ctx: DistContext,
+    tokenizer=None,
+    extra_files: dict[str, str] | None = None,
+):
     """Load the policy model and wrap it in the backend that ``tcfg.backend`` names.
 
     Returns the backend; ``backend.model`` is what the loop runs forward passes on (the
@@ -67,7 +72,9 @@ def build_backend(model_path: str, tcfg, ctx: DistContext, tokenizer=None,
         model = zero.load_policy_model(model_path, tcfg.dtype, ctx, ds_config)
         model.train()
         params = select_trainable(model, tcfg.trainable)
-        return zero.ZeroBackend(model, make_optimizer(params, tcfg), ctx, ds_config, tokenizer, extra_files)
+        return zero.ZeroBackend(
+            model, make_optimizer(params, tcfg), ctx, ds_config, tokenizer, extra_files
+        )
     model = load_model(model_path, tcfg.dtype, ctx.device)
     model.train()
     params = select_trainable(model, tcfg.trainable)
@@ -77,10 +84,18 @@ def build_backend(model_path: str, tcfg, ctx: DistContext, tokenizer=None,
 def make_optimizer(params: Sequence[torch.nn.Parameter], cfg) -> torch.optim.Optimizer:
     """AdamW or SGD from a TrainConfig (lr is set per step by the loop)."""
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps,
-                                 weight_decay=cfg.weight_decay, foreach=True)
+        return torch.optim.AdamW(
+            params,
+            lr=cfg.lr,
+            betas=tuple(cfg.betas),
+            eps=cfg.adam_eps,
+            weight_decay=cfg.weight_decay,
+            foreach=True,
+        )
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
 
 
@@ -89,8 +104,14 @@ class LocalBackend:
 
     name = "local"
 
-    def __init__(self, model: torch.nn.Module, params: Sequence[torch.nn.Parameter],
-                 optimizer: torch.optim.Optimizer, ctx: DistContext, dtype: str = "float32"):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        params: Sequence[torch.nn.Parameter],
+        optimizer: torch.optim.Optimizer,
+        ctx: DistContext,
+        dtype: str = "float32",
+    ):
         self.model = model
         self.dtype = dtype
         self.zero_stage = None
@@ -101,7 +122,9 @@ class LocalBackend:
         self.ctx = ctx
         device = self.params[0].device
         total = sum(p.numel() for p in self.params)
-        self._flat = {k: torch.zeros(total, dtype=torch.float32, device=device) for k in ("forget", "retain")}
+        self._flat = {
+            k: torch.zeros(total, dtype=torch.float32, device=device) for k in ("forget", "retain")
+        }
         self._views: dict[str, list[torch.Tensor]] = {k: [] for k in self._flat}
         offset = 0
         for p in self.params:
@@ -148,9 +171,13 @@ class LocalBackend:
         (flat,) = direction
         flat.mul_(scale.to(flat.dtype))
         # the combiner ran in place, so d lives in one of the two buffers
-        which = next((k for k, buf in self._flat.items() if buf.data_ptr() == flat.data_ptr()), None)
+        which = next(
+            (k for k, buf in self._flat.items() if buf.data_ptr() == flat.data_ptr()), None
+        )
         if which is None:
-            raise ValueError("LocalBackend.apply expects the direction computed in place in a gradient buffer")
+            raise ValueError(
+                "LocalBackend.apply expects the direction computed in place in a gradient buffer"
+            )
         for p, v in zip(self.params, self._views[which]):
             p.grad = v if p.dtype == torch.float32 else v.to(p.dtype)
 
@@ -169,12 +196,17 @@ class LocalBackend:
     def save_state(self, ckpt_dir: Path) -> None:
         """Model and optimizer state (replicated: rank 0 writes) into ``ckpt_dir``."""
         if self.ctx.is_main:
-            torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()},
-                       Path(ckpt_dir) / "local_state.pt")
+            torch.save(
+                {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()},
+                Path(ckpt_dir) / "local_state.pt",
+            )
 
     def load_state(self, ckpt_dir: Path) -> None:
-        state = torch.load(Path(ckpt_dir) / "local_state.pt", map_location=self.params[0].device,
-                           weights_only=False)
+        state = torch.load(
+            Path(ckpt_dir) / "local_state.pt",
+            map_location=self.params[0].device,
+            weights_only=False,
+        )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
 

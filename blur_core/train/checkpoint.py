@@ -18,7 +18,7 @@ import torch
 from blur_core.atomic import fresh_dir, replace_dir
 from blur_core.train.dist import DistContext
 
-__all__ = ["latest_checkpoint", "discard_checkpoints", "save_checkpoint", "load_checkpoint"]
+__all__ = ["discard_checkpoints", "latest_checkpoint", "load_checkpoint", "save_checkpoint"]
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -36,16 +36,24 @@ def latest_checkpoint(output_dir: str | Path, fingerprint: str | None = None) ->
     root = _ckpt_root(Path(output_dir))
     if not root.is_dir():
         return None
-    steps = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name))
-             and (p / "state.pt").exists()
-             and (fingerprint is None or _read(p / FINGERPRINT) == fingerprint)]
+    steps = [
+        (int(m.group(1)), p)
+        for p in root.iterdir()
+        if (m := _STEP_DIR.match(p.name))
+        and (p / "state.pt").exists()
+        and (fingerprint is None or _read(p / FINGERPRINT) == fingerprint)
+    ]
     return max(steps)[1] if steps else None
 
 
 def discard_checkpoints(output_dir: str | Path) -> list[Path]:
     """Remove every checkpoint of ``output_dir`` (stale: written for other settings)."""
     root = _ckpt_root(Path(output_dir))
-    gone = sorted(p for p in root.iterdir() if _STEP_DIR.match(p.name.removesuffix(".tmp"))) if root.is_dir() else []
+    gone = (
+        sorted(p for p in root.iterdir() if _STEP_DIR.match(p.name.removesuffix(".tmp")))
+        if root.is_dir()
+        else []
+    )
     for p in gone:
         shutil.rmtree(p)
     return gone
@@ -56,8 +64,12 @@ def _read(path: Path) -> str | None:
 
 
 def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    return {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
 
 
 def _set_rng_state(state: dict) -> None:
@@ -68,8 +80,15 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(output_dir: str | Path, step: int, meta: dict, backend, ctx: DistContext, keep: int,
-                    fingerprint: str = "") -> Path:
+def save_checkpoint(
+    output_dir: str | Path,
+    step: int,
+    meta: dict,
+    backend,
+    ctx: DistContext,
+    keep: int,
+    fingerprint: str = "",
+) -> Path:
     """Checkpoint after ``step`` steps: the backend's model/optimizer state (collective),
     each rank's RNG, and ``meta`` (rank 0). ``state.pt`` is written last and the directory
     renamed into place, so only complete checkpoints are ever found."""
@@ -84,8 +103,10 @@ def save_checkpoint(output_dir: str | Path, step: int, meta: dict, backend, ctx:
     ctx.barrier()
     if ctx.is_main:
         (tmp / FINGERPRINT).write_text(fingerprint + "\n")
-        torch.save({"step": step, "world_size": ctx.world_size, "backend": backend.name, **meta},
-                   tmp / "state.pt")
+        torch.save(
+            {"step": step, "world_size": ctx.world_size, "backend": backend.name, **meta},
+            tmp / "state.pt",
+        )
         replace_dir(tmp, final)
         old = sorted(p for p in root.iterdir() if _STEP_DIR.match(p.name))
         for p in old[:-keep]:
@@ -102,8 +123,10 @@ def load_checkpoint(path: Path, backend, ctx: DistContext) -> dict:
     """
     meta = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
     if meta.get("backend", "local") != backend.name:
-        raise RuntimeError(f"checkpoint {path} was written by the {meta.get('backend')!r} backend; "
-                           f"this run uses {backend.name!r}")
+        raise RuntimeError(
+            f"checkpoint {path} was written by the {meta.get('backend')!r} backend; "
+            f"this run uses {backend.name!r}"
+        )
     backend.load_state(path)
     rng_file = path / f"rng-rank{ctx.rank}.pt"
     if rng_file.exists():

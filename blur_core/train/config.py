@@ -28,24 +28,45 @@ from typing import Any
 
 import yaml
 
-from blur_core.config import ConfigError, at_least, checked, non_negative, one_of, parse, positive, to_dict
+from blur_core.config import (
+    ConfigError,
+    at_least,
+    checked,
+    non_negative,
+    one_of,
+    parse,
+    positive,
+    to_dict,
+)
 from blur_core.methods import Objective, build_objective, resolved_hparams
 
-__all__ = ["DataConfig", "TrainConfig", "RunConfig", "load_run_config", "parse_run_config"]
+__all__ = ["DataConfig", "RunConfig", "TrainConfig", "load_run_config", "parse_run_config"]
 
 
 @dataclass
 class DataConfig:
-    forget: str | list[str] | None = checked(None, doc="forget set file(s) (.json/.jsonl/.txt), concatenated")
-    retain: str | list[str] | None = checked(None, doc="retain set file(s) (.json/.jsonl/.txt), concatenated")
-    format: str = checked("qa", check=one_of("qa", "text"), doc="qa: question/answer records; text: corpus")
-    forget_format: str | None = checked(None, check=one_of(None, "qa", "text"), doc="override format for forget")
-    retain_format: str | None = checked(None, check=one_of(None, "qa", "text"), doc="override format for retain")
+    forget: str | list[str] | None = checked(
+        None, doc="forget set file(s) (.json/.jsonl/.txt), concatenated"
+    )
+    retain: str | list[str] | None = checked(
+        None, doc="retain set file(s) (.json/.jsonl/.txt), concatenated"
+    )
+    format: str = checked(
+        "qa", check=one_of("qa", "text"), doc="qa: question/answer records; text: corpus"
+    )
+    forget_format: str | None = checked(
+        None, check=one_of(None, "qa", "text"), doc="override format for forget"
+    )
+    retain_format: str | None = checked(
+        None, check=one_of(None, "qa", "text"), doc="override format for retain"
+    )
     question_key: str = "question"
     answer_key: str = "answer"
     text_key: str = "text"
     prompt_template: str = "Question: {question}\nAnswer:"
-    use_chat_template: bool | None = checked(None, doc="None: use the tokenizer's chat template if it has one")
+    use_chat_template: bool | None = checked(
+        None, doc="None: use the tokenizer's chat template if it has one"
+    )
     max_length: int = checked(256, check=at_least(8))
 
     def format_of(self, which: str) -> str:
@@ -59,8 +80,12 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     max_steps: int | None = checked(None, check=at_least(1), doc="optimizer steps (or use epochs)")
-    epochs: float | None = checked(None, check=positive, doc="passes over the forget set (retain for sft)")
-    micro_batch_size: int = checked(8, check=at_least(1), doc="examples per rank per micro-batch, each set")
+    epochs: float | None = checked(
+        None, check=positive, doc="passes over the forget set (retain for sft)"
+    )
+    micro_batch_size: int = checked(
+        8, check=at_least(1), doc="examples per rank per micro-batch, each set"
+    )
     grad_accum: int = checked(1, check=at_least(1), doc="micro-batches per optimizer step")
     optimizer: str = checked("adamw", check=one_of("adamw", "sgd"))
     lr: float = checked(1e-5, check=positive)
@@ -70,37 +95,59 @@ class TrainConfig:
     momentum: float = checked(0.0, check=non_negative, doc="SGD momentum")
     schedule: str = checked("constant", check=one_of("constant", "linear", "cosine"))
     warmup_steps: int = checked(0, check=non_negative)
-    max_grad_norm: float | None = checked(1.0, check=positive, doc="clip the combined update; null: off")
+    max_grad_norm: float | None = checked(
+        1.0, check=positive, doc="clip the combined update; null: off"
+    )
     seed: int = 0
     dtype: str = checked("float32", check=one_of("float32", "bfloat16"))
-    trainable: list[str] = checked(default_factory=list, doc="regexes of trainable parameter names; empty: all")
-    save_every: int = checked(0, check=non_negative, doc="checkpoint every N steps (0: only if resume needs)")
+    trainable: list[str] = checked(
+        default_factory=list, doc="regexes of trainable parameter names; empty: all"
+    )
+    save_every: int = checked(
+        0, check=non_negative, doc="checkpoint every N steps (0: only if resume needs)"
+    )
     keep_checkpoints: int = checked(2, check=at_least(1))
-    resume: str = checked("auto", check=one_of("auto", "never"), doc="auto: continue from the latest checkpoint")
+    resume: str = checked(
+        "auto", check=one_of("auto", "never"), doc="auto: continue from the latest checkpoint"
+    )
     progress: bool = True
-    backend: str = checked("local", check=one_of("local", "deepspeed"),
-                           doc="local: one process or torch.distributed data parallel; deepspeed: ZeRO")
+    backend: str = checked(
+        "local",
+        check=one_of("local", "deepspeed"),
+        doc="local: one process or torch.distributed data parallel; deepspeed: ZeRO",
+    )
     deepspeed_config: str | None = checked(
-        None, doc='DeepSpeed JSON path or a shipped name ("zero2", "zero3", "zero3_offload"); '
-                  'default "zero2" when backend is deepspeed')
+        None,
+        doc='DeepSpeed JSON path or a shipped name ("zero2", "zero3", "zero3_offload"); '
+        'default "zero2" when backend is deepspeed',
+    )
 
     def validate(self, where: str) -> None:
         if (self.max_steps is None) == (self.epochs is None):
-            raise ConfigError(f"{where}: set exactly one of max_steps and epochs "
-                              f"(got max_steps={self.max_steps}, epochs={self.epochs})")
+            raise ConfigError(
+                f"{where}: set exactly one of max_steps and epochs "
+                f"(got max_steps={self.max_steps}, epochs={self.epochs})"
+            )
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ConfigError(f"{where}.betas = {list(self.betas)}: need two values in [0, 1)")
         if self.backend != "deepspeed" and self.deepspeed_config is not None:
-            raise ConfigError(f"{where}.deepspeed_config is set but {where}.backend = {self.backend!r}; "
-                              f"set backend: deepspeed (or drop deepspeed_config)")
+            raise ConfigError(
+                f"{where}.deepspeed_config is set but {where}.backend = {self.backend!r}; "
+                f"set backend: deepspeed (or drop deepspeed_config)"
+            )
         if self.backend == "deepspeed":
             if self.deepspeed_config is None:
                 self.deepspeed_config = "zero2"
             from blur_core.train.zero import SHIPPED_CONFIGS
 
-            if self.deepspeed_config not in SHIPPED_CONFIGS and not Path(self.deepspeed_config).is_file():
-                raise ConfigError(f"{where}.deepspeed_config = {self.deepspeed_config!r}: neither a shipped "
-                                  f"config {list(SHIPPED_CONFIGS)} nor an existing JSON file")
+            if (
+                self.deepspeed_config not in SHIPPED_CONFIGS
+                and not Path(self.deepspeed_config).is_file()
+            ):
+                raise ConfigError(
+                    f"{where}.deepspeed_config = {self.deepspeed_config!r}: neither a shipped "
+                    f"config {list(SHIPPED_CONFIGS)} nor an existing JSON file"
+                )
 
 
 @dataclass
@@ -111,11 +158,15 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=1))
     tokenizer: str | None = checked(None, doc="tokenizer path; default: the model's")
-    final_model_dir: str | None = checked(None, doc="where the final model goes; default: <output_dir>/model")
+    final_model_dir: str | None = checked(
+        None, doc="where the final model goes; default: <output_dir>/model"
+    )
 
     @property
     def final_model_path(self) -> Path:
-        return Path(self.final_model_dir) if self.final_model_dir else Path(self.output_dir) / "model"
+        return (
+            Path(self.final_model_dir) if self.final_model_dir else Path(self.output_dir) / "model"
+        )
 
     @property
     def method_name(self) -> str:
@@ -166,11 +217,15 @@ def load_run_config(path: str | Path, overrides: dict[str, Any] | None = None) -
         node = data
         parts = key.split(".")
         for depth, part in enumerate(parts[:-1]):
-            if node.get(part) is None:  # absent, or an empty section (`train:` with nothing under it)
+            if (
+                node.get(part) is None
+            ):  # absent, or an empty section (`train:` with nothing under it)
                 node[part] = {}
             node = node[part]
             if not isinstance(node, dict):
-                raise ConfigError(f"override {key}: {'.'.join(parts[:depth + 1])} is not a section "
-                                  f"(it is {node!r})")
+                raise ConfigError(
+                    f"override {key}: {'.'.join(parts[: depth + 1])} is not a section "
+                    f"(it is {node!r})"
+                )
         node[parts[-1]] = value
     return parse_run_config(data, str(path))

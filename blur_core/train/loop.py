@@ -32,18 +32,30 @@ import torch
 import yaml
 
 from blur_core.bilevel import DirectionStats, blur_direction, clip_coefficient, weighted_sum
-from blur_core.data import QADataset, QAFormat, TextChunkDataset, idk_answer, load_records, pad_collate
+from blur_core.data import (
+    QADataset,
+    QAFormat,
+    TextChunkDataset,
+    idk_answer,
+    load_records,
+    pad_collate,
+)
 from blur_core.methods import Objective
 from blur_core.models import load_tokenizer
 from blur_core.train import step as step_losses
 from blur_core.train.backend import build_backend
-from blur_core.train.checkpoint import discard_checkpoints, latest_checkpoint, load_checkpoint, save_checkpoint
+from blur_core.train.checkpoint import (
+    discard_checkpoints,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from blur_core.train.config import RunConfig
 from blur_core.train.dist import DistContext, init_distributed
 from blur_core.train.sampler import rank_micro_batches, step_indices
 from blur_core.train.schedule import lr_factor
 
-__all__ = ["NonFiniteError", "RunResult", "run", "build_dataset", "seed_everything"]
+__all__ = ["NonFiniteError", "RunResult", "build_dataset", "run", "seed_everything"]
 
 LOG_NAME = "train_log.jsonl"
 MODEL_DIR = "model"
@@ -78,20 +90,34 @@ def build_dataset(cfg: RunConfig, which: str, tokenizer, objective: Objective):
         texts = [r.get(cfg.data.text_key) for r in records]
         bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
         if bad is not None:
-            raise ValueError(f"data.{which}: {path} record {bad} has no string field {cfg.data.text_key!r}")
+            raise ValueError(
+                f"data.{which}: {path} record {bad} has no string field {cfg.data.text_key!r}"
+            )
         return TextChunkDataset(texts, tokenizer, cfg.data.max_length)
-    fmt = QAFormat(question_key=cfg.data.question_key, answer_key=cfg.data.answer_key,
-                   prompt_template=cfg.data.prompt_template, use_chat_template=cfg.data.use_chat_template)
+    fmt = QAFormat(
+        question_key=cfg.data.question_key,
+        answer_key=cfg.data.answer_key,
+        prompt_template=cfg.data.prompt_template,
+        use_chat_template=cfg.data.use_chat_template,
+    )
     override = idk_answer if (which == "forget" and objective.forget_answers == "idk") else None
-    return QADataset(records, tokenizer, max_length=cfg.data.max_length, fmt=fmt,
-                     answer_override=override, source=str(path))
+    return QADataset(
+        records,
+        tokenizer,
+        max_length=cfg.data.max_length,
+        fmt=fmt,
+        answer_override=override,
+        source=str(path),
+    )
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def _total_steps(cfg: RunConfig, objective: Objective, n_forget: int, n_retain: int, global_batch: int) -> int:
+def _total_steps(
+    cfg: RunConfig, objective: Objective, n_forget: int, n_retain: int, global_batch: int
+) -> int:
     if cfg.train.max_steps is not None:
         return cfg.train.max_steps
     n = n_forget if objective.uses_forget else n_retain
@@ -104,7 +130,9 @@ class _Progress:
         if enabled:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, initial=initial, desc="unlearn", unit="step", dynamic_ncols=True)
+            self.bar = tqdm(
+                total=total, initial=initial, desc="unlearn", unit="step", dynamic_ncols=True
+            )
 
     def update(self, rec: dict) -> None:
         if self.bar is None:
@@ -137,18 +165,30 @@ def run(cfg: RunConfig, ctx: DistContext | None = None) -> RunResult:
 
     seed_everything(tcfg.seed)
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
-    backend = build_backend(cfg.model, tcfg, ctx, tokenizer,
-                            {"run_config.yaml": yaml.safe_dump(cfg.resolved(), sort_keys=False)})
+    backend = build_backend(
+        cfg.model,
+        tcfg,
+        ctx,
+        tokenizer,
+        {"run_config.yaml": yaml.safe_dump(cfg.resolved(), sort_keys=False)},
+    )
     model = backend.model  # the module itself, or the DeepSpeed engine wrapping it
-    forget_ds = build_dataset(cfg, "forget", tokenizer, objective) if objective.uses_forget else None
-    retain_ds = build_dataset(cfg, "retain", tokenizer, objective) if objective.uses_retain else None
+    forget_ds = (
+        build_dataset(cfg, "forget", tokenizer, objective) if objective.uses_forget else None
+    )
+    retain_ds = (
+        build_dataset(cfg, "retain", tokenizer, objective) if objective.uses_retain else None
+    )
 
     ref_model = backend.load_reference(cfg.model) if objective.needs_reference_model else None
     control = None
     if objective.rmu_layers_used:
-        hidden_size = getattr(model, "module", model).config.hidden_size  # (a DeepSpeed engine wraps it)
+        hidden_size = getattr(
+            model, "module", model
+        ).config.hidden_size  # (a DeepSpeed engine wraps it)
         control = step_losses.losses.rmu_control_vector(
-            hidden_size, objective.steering_coeff, objective.rmu_seed).to(ctx.device)
+            hidden_size, objective.steering_coeff, objective.rmu_seed
+        ).to(ctx.device)
 
     mb, K, W = tcfg.micro_batch_size, tcfg.grad_accum, ctx.world_size
     global_batch = mb * K * W
@@ -157,8 +197,10 @@ def run(cfg: RunConfig, ctx: DistContext | None = None) -> RunResult:
 
     def micro_batches(ds, step: int) -> list[dict]:
         idx = step_indices(len(ds), step, global_batch, tcfg.seed)
-        return [_to_device(pad_collate([ds[i] for i in chunk], pad_id), ctx.device)
-                for chunk in rank_micro_batches(idx, ctx.rank, W, K)]
+        return [
+            _to_device(pad_collate([ds[i] for i in chunk], pad_id), ctx.device)
+            for chunk in rank_micro_batches(idx, ctx.rank, W, K)
+        ]
 
     start_step, ref_logprobs = 0, None
     fingerprint = run_fingerprint(cfg)
@@ -167,8 +209,11 @@ def run(cfg: RunConfig, ctx: DistContext | None = None) -> RunResult:
         # checkpoints of other settings, data or starting model must never be resumed from
         stale = discard_checkpoints(out)
         if stale:
-            print(f"discarded {len(stale)} checkpoint(s) in {out / 'checkpoints'} written for other "
-                  f"settings, data or starting model", file=sys.stderr)
+            print(
+                f"discarded {len(stale)} checkpoint(s) in {out / 'checkpoints'} written for other "
+                f"settings, data or starting model",
+                file=sys.stderr,
+            )
     ctx.barrier()
     if ckpt is not None:
         state = load_checkpoint(ckpt, backend, ctx)
@@ -178,15 +223,25 @@ def run(cfg: RunConfig, ctx: DistContext | None = None) -> RunResult:
     if ctx.is_main:
         _truncate_log(out / LOG_NAME, start_step)
     if objective.needs_reference_logprobs and ref_logprobs is None:
-        batches = (_to_device(pad_collate([forget_ds[i] for i in range(s, min(s + mb, len(forget_ds)))], pad_id),
-                              ctx.device) for s in range(0, len(forget_ds), mb))
-        ref_logprobs = step_losses.reference_sequence_logprobs(model, batches, len(forget_ds), ctx.device)
+        batches = (
+            _to_device(
+                pad_collate([forget_ds[i] for i in range(s, min(s + mb, len(forget_ds)))], pad_id),
+                ctx.device,
+            )
+            for s in range(0, len(forget_ds), mb)
+        )
+        ref_logprobs = step_losses.reference_sequence_logprobs(
+            model, batches, len(forget_ds), ctx.device
+        )
     loss_ctx = step_losses.LossContext(objective, ref_model, ref_logprobs, control)
 
-    log_file = open(out / LOG_NAME, "a") if ctx.is_main else None
+    # closed in the finally below (a with-block would indent the whole loop once more)
+    log_file = open(out / LOG_NAME, "a") if ctx.is_main else None  # noqa: SIM115
     progress = _Progress(total, start_step, tcfg.progress and ctx.is_main)
     t_start, tokens, last = time.perf_counter(), 0, {}
-    n_tok = torch.zeros((), dtype=torch.float64, device=ctx.device)  # summed on device, read at the sync
+    n_tok = torch.zeros(
+        (), dtype=torch.float64, device=ctx.device
+    )  # summed on device, read at the sync
     try:
         for step in range(start_step, total):
             t0 = time.perf_counter()
@@ -197,25 +252,44 @@ def run(cfg: RunConfig, ctx: DistContext | None = None) -> RunResult:
             r_batches = micro_batches(retain_ds, step) if objective.uses_retain else [None] * K
             for fb, rb in zip(f_batches, r_batches):
                 if fb is not None:
-                    loss_f += _micro_step(backend, "forget", step_losses.forget_loss(model, fb, loss_ctx) / K)
+                    loss_f += _micro_step(
+                        backend, "forget", step_losses.forget_loss(model, fb, loss_ctx) / K
+                    )
                     n_tok += fb["attention_mask"].sum()
                 if rb is not None:
-                    loss_r += _micro_step(backend, "retain", step_losses.retain_loss(model, rb, loss_ctx) / K)
+                    loss_r += _micro_step(
+                        backend, "retain", step_losses.retain_loss(model, rb, loss_ctx) / K
+                    )
                     n_tok += rb["attention_mask"].sum()
             # the logged losses are the global-batch means
             loss_f, loss_r = ctx.all_reduce_mean_(loss_f), ctx.all_reduce_mean_(loss_r)
 
             F, R, all_reduce = backend.gradients()
             if objective.combiner == "blur":
-                direction, stats = blur_direction(F, R, objective.gamma, objective.variant, objective.eps,
-                                                  all_reduce=all_reduce, inplace=True)
+                direction, stats = blur_direction(
+                    F,
+                    R,
+                    objective.gamma,
+                    objective.variant,
+                    objective.eps,
+                    all_reduce=all_reduce,
+                    inplace=True,
+                )
             else:
-                direction, stats = weighted_sum(F, R, objective.forget_weight, objective.retain_weight,
-                                                all_reduce=all_reduce, inplace=True)
+                direction, stats = weighted_sum(
+                    F,
+                    R,
+                    objective.forget_weight,
+                    objective.retain_weight,
+                    all_reduce=all_reduce,
+                    inplace=True,
+                )
             scale = clip_coefficient(stats.norm_d, tcfg.max_grad_norm)
 
             # the one host synchronisation of the step
-            values = torch.cat([torch.stack([loss_f, loss_r, scale.double(), n_tok]), stats.stacked()]).tolist()
+            values = torch.cat(
+                [torch.stack([loss_f, loss_r, scale.double(), n_tok]), stats.stacked()]
+            ).tolist()
             tokens = int(values.pop(3))
             rec = _step_record(step, values, objective, stats)
             lr = tcfg.lr * lr_factor(step, total, tcfg.warmup_steps, tcfg.schedule)
@@ -236,22 +310,39 @@ def run(cfg: RunConfig, ctx: DistContext | None = None) -> RunResult:
             progress.update(rec)
             done = step + 1
             if tcfg.save_every and done % tcfg.save_every == 0 and done < total:
-                save_checkpoint(out, done, {"ref_logprobs": None if ref_logprobs is None else ref_logprobs.cpu()},
-                                backend, ctx, tcfg.keep_checkpoints, fingerprint)
+                save_checkpoint(
+                    out,
+                    done,
+                    {"ref_logprobs": None if ref_logprobs is None else ref_logprobs.cpu()},
+                    backend,
+                    ctx,
+                    tcfg.keep_checkpoints,
+                    fingerprint,
+                )
     finally:
         progress.close()
         if log_file is not None:
             log_file.close()
 
     wall = time.perf_counter() - t_start
-    model_dir = backend.save_model(cfg.final_model_path, tokenizer,
-                                   {"run_config.yaml": yaml.safe_dump(cfg.resolved(), sort_keys=False)})
+    model_dir = backend.save_model(
+        cfg.final_model_path,
+        tokenizer,
+        {"run_config.yaml": yaml.safe_dump(cfg.resolved(), sort_keys=False)},
+    )
     if ctx.is_main:
-        summary = {"steps": total, "resumed_from": start_step, "world_size": W, "backend": backend.name,
-                   "zero_stage": getattr(backend, "zero_stage", None),
-                   "wall_time_s": wall, "tokens": tokens * W,
-                   "tokens_per_s": tokens * W / wall if wall > 0 else None,
-                   "peak_memory_mb": _peak_memory_mb(ctx.device), "final": last}
+        summary = {
+            "steps": total,
+            "resumed_from": start_step,
+            "world_size": W,
+            "backend": backend.name,
+            "zero_stage": getattr(backend, "zero_stage", None),
+            "wall_time_s": wall,
+            "tokens": tokens * W,
+            "tokens_per_s": tokens * W / wall if wall > 0 else None,
+            "peak_memory_mb": _peak_memory_mb(ctx.device),
+            "final": last,
+        }
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     ctx.barrier()
     return RunResult(out, model_dir, total, last)
@@ -300,7 +391,9 @@ def _truncate_log(path: Path, keep_steps: int) -> None:
     path.write_text("".join(ln + "\n" for ln in kept))
 
 
-def _step_record(step: int, values: list[float], objective: Objective, stats: DirectionStats) -> dict:
+def _step_record(
+    step: int, values: list[float], objective: Objective, stats: DirectionStats
+) -> dict:
     loss_f, loss_r, scale, *stat_values = values
     s = dict(zip(stats.names(), stat_values))
     return {
@@ -308,9 +401,14 @@ def _step_record(step: int, values: list[float], objective: Objective, stats: Di
         "loss_forget": loss_f if objective.uses_forget else None,
         "loss_retain": loss_r if objective.uses_retain else None,
         "xi": s["xi"] if objective.combiner == "blur" else None,
-        "dot": s["dot"], "norm_f": s["norm_f"], "norm_r": s["norm_r"], "cosine": s["cosine"],
-        "fallback": bool(s["fallback"]), "update_norm_raw": s["norm_d"],
-        "update_norm": s["norm_d"] * scale, "clip_scale": scale,
+        "dot": s["dot"],
+        "norm_f": s["norm_f"],
+        "norm_r": s["norm_r"],
+        "cosine": s["cosine"],
+        "fallback": bool(s["fallback"]),
+        "update_norm_raw": s["norm_d"],
+        "update_norm": s["norm_d"] * scale,
+        "clip_scale": scale,
     }
 
 

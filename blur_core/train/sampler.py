@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["step_indices", "rank_micro_batches"]
+__all__ = ["rank_micro_batches", "step_indices"]
 
 
 def _epoch_perm(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -35,7 +35,9 @@ def step_indices(n: int, step: int, global_batch: int, seed: int) -> list[int]:
     return out
 
 
-def rank_micro_batches(indices: list[int], rank: int, world_size: int, grad_accum: int) -> list[list[int]]:
+def rank_micro_batches(
+    indices: list[int], rank: int, world_size: int, grad_accum: int
+) -> list[list[int]]:
     """Split a step's global indices into this rank's ``grad_accum`` micro-batches."""
     per_rank = len(indices) // world_size
     mine = indices[rank * per_rank : (rank + 1) * per_rank]

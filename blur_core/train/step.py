@@ -13,14 +13,19 @@ import torch
 from blur_core import losses
 from blur_core.methods import Objective
 
-__all__ = ["LossContext", "forget_loss", "retain_loss", "reference_sequence_logprobs"]
+__all__ = ["LossContext", "forget_loss", "reference_sequence_logprobs", "retain_loss"]
 
 
 class LossContext:
     """What the losses need besides the batch: reference model / log-probs, RMU control vector."""
 
-    def __init__(self, objective: Objective, ref_model: torch.nn.Module | None = None,
-                 ref_logprobs: torch.Tensor | None = None, control: torch.Tensor | None = None):
+    def __init__(
+        self,
+        objective: Objective,
+        ref_model: torch.nn.Module | None = None,
+        ref_logprobs: torch.Tensor | None = None,
+        control: torch.Tensor | None = None,
+    ):
         self.objective = objective
         self.ref_model = ref_model
         self.ref_logprobs = ref_logprobs  # [n_forget] sequence log-probs, indexed by example index
@@ -28,13 +33,19 @@ class LossContext:
 
 
 def _forward(model: torch.nn.Module, batch: dict, hidden: bool = False):
-    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                 output_hidden_states=hidden, use_cache=False)
+    return model(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        output_hidden_states=hidden,
+        use_cache=False,
+    )
 
 
 def _layer(hidden_states: tuple[torch.Tensor, ...], layer: int) -> torch.Tensor:
     if layer >= len(hidden_states):
-        raise ValueError(f"rmu_layer = {layer} but the model has hidden_states 0..{len(hidden_states) - 1}")
+        raise ValueError(
+            f"rmu_layer = {layer} but the model has hidden_states 0..{len(hidden_states) - 1}"
+        )
     return hidden_states[layer]
 
 
@@ -69,15 +80,18 @@ def retain_loss(model: torch.nn.Module, batch: dict, ctx: LossContext) -> torch.
         return losses.kl_loss(_forward(model, batch).logits, ref_logits, batch["labels"])
     if kind == "rmu":
         with torch.no_grad():
-            ref_acts = _layer(_forward(ctx.ref_model, batch, hidden=True).hidden_states, obj.rmu_layer)
+            ref_acts = _layer(
+                _forward(ctx.ref_model, batch, hidden=True).hidden_states, obj.rmu_layer
+            )
         acts = _layer(_forward(model, batch, hidden=True).hidden_states, obj.rmu_layer)
         return losses.rmu_retain_loss(acts, ref_acts, batch["attention_mask"])
     raise ValueError(f"unknown retain loss {kind!r}")
 
 
 @torch.no_grad()
-def reference_sequence_logprobs(model: torch.nn.Module, batches: Iterable[dict], n: int,
-                                device: torch.device) -> torch.Tensor:
+def reference_sequence_logprobs(
+    model: torch.nn.Module, batches: Iterable[dict], n: int, device: torch.device
+) -> torch.Tensor:
     """Sequence log-probs log p_ref(y_i | x_i) of every forget example under ``model``.
 
     Computed once before training (NPO's reference is the starting model) and stored in

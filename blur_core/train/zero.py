@@ -74,7 +74,6 @@ CKPT_TAG = "ds"
 HF_ASSETS = "hf"  # sub-directory of a training checkpoint with config.json, tokenizer, run config
 
 
-
 # ---------------------------------------------------------------------------------------
 # configuration
 # ---------------------------------------------------------------------------------------
@@ -85,8 +84,10 @@ def resolve_ds_config_path(name_or_path: str | None) -> Path:
         return Path(str(resources.files("blur_core.train") / "ds_configs" / f"{name}.json"))
     path = Path(name)
     if not path.exists():
-        raise ConfigError(f"train.deepspeed_config: {name!r} is neither a shipped config "
-                          f"{list(SHIPPED_CONFIGS)} nor an existing JSON file")
+        raise ConfigError(
+            f"train.deepspeed_config: {name!r} is neither a shipped config "
+            f"{list(SHIPPED_CONFIGS)} nor an existing JSON file"
+        )
     return path
 
 
@@ -94,8 +95,10 @@ def _set_from_train(ds: dict, key: str, value: Any, where: str) -> None:
     """Set ``ds[key] = value`` unless the JSON gives a different explicit value."""
     current = ds.get(key, "auto")
     if current != "auto" and current != value:
-        raise ConfigError(f"{where}: {key} = {current!r} disagrees with the train config ({value!r}); "
-                          f"remove it or set it to \"auto\" (it is filled in from train.*)")
+        raise ConfigError(
+            f"{where}: {key} = {current!r} disagrees with the train config ({value!r}); "
+            f'remove it or set it to "auto" (it is filled in from train.*)'
+        )
     ds[key] = value
 
 
@@ -108,7 +111,9 @@ def build_ds_config(tcfg, source: str | None = None) -> dict:
     raises ConfigError. fp16 and a DeepSpeed-side "optimizer"/"scheduler" are refused: the
     optimizer is the client torch optimizer built from train.optimizer.
     """
-    path = resolve_ds_config_path(source if source is not None else getattr(tcfg, "deepspeed_config", None))
+    path = resolve_ds_config_path(
+        source if source is not None else getattr(tcfg, "deepspeed_config", None)
+    )
     where = f"deepspeed config {path}"
     try:
         ds = json.loads(path.read_text())
@@ -118,16 +123,20 @@ def build_ds_config(tcfg, source: str | None = None) -> dict:
         raise ConfigError(f"{where}: expected a JSON object")
     for key in ("optimizer", "scheduler"):
         if key in ds:
-            raise ConfigError(f"{where}: remove {key!r}; the optimizer is train.optimizer (a torch optimizer) "
-                              f"and the schedule train.schedule")
+            raise ConfigError(
+                f"{where}: remove {key!r}; the optimizer is train.optimizer (a torch optimizer) "
+                f"and the schedule train.schedule"
+            )
     if ds.get("fp16", {}).get("enabled") not in (None, False):
         raise ConfigError(f"{where}: fp16 is not supported; use train.dtype: bfloat16")
     stage = ds.get("zero_optimization", {}).get("stage")
     if stage not in (2, 3):
         raise ConfigError(f"{where}: zero_optimization.stage must be 2 or 3, got {stage!r}")
     if "train_batch_size" in ds:
-        raise ConfigError(f"{where}: remove train_batch_size; it follows from train.micro_batch_size, "
-                          f"train.grad_accum and the world size")
+        raise ConfigError(
+            f"{where}: remove train_batch_size; it follows from train.micro_batch_size, "
+            f"train.grad_accum and the world size"
+        )
     _set_from_train(ds, "train_micro_batch_size_per_gpu", tcfg.micro_batch_size, where)
     _set_from_train(ds, "gradient_accumulation_steps", tcfg.grad_accum, where)
     # the combined BLUR direction is clipped by the loop (global norm of d); clipping the
@@ -136,7 +145,9 @@ def build_ds_config(tcfg, source: str | None = None) -> dict:
     bf16 = dict(ds.get("bf16", {}))
     want = tcfg.dtype == "bfloat16"
     if bf16.get("enabled", "auto") not in ("auto", want):
-        raise ConfigError(f"{where}: bf16.enabled = {bf16['enabled']!r} disagrees with train.dtype = {tcfg.dtype!r}")
+        raise ConfigError(
+            f"{where}: bf16.enabled = {bf16['enabled']!r} disagrees with train.dtype = {tcfg.dtype!r}"
+        )
     bf16["enabled"] = want
     ds["bf16"] = bf16
     # train.optimizer: sgd gives a client torch.optim.SGD, which is not on DeepSpeed's list of
@@ -170,8 +181,9 @@ def _init_deepspeed_comm(ctx: DistContext) -> None:
 
     if not dist.is_initialized():
         backend = "nccl" if ctx.device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1,
-                                timeout=timedelta(seconds=1800))
+        dist.init_process_group(
+            backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timedelta(seconds=1800)
+        )
     if ds_comm.cdb is not None and ds_comm.cdb.is_initialized():
         return
     ds_torch = sys.modules["deepspeed.comm.torch"]  # (deepspeed.comm.torch the attribute is torch)
@@ -247,8 +259,15 @@ class ZeroBackend:
 
     name = "deepspeed"
 
-    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, ctx: DistContext,
-                 ds_config: dict, tokenizer=None, extra_files: dict[str, str] | None = None):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        ctx: DistContext,
+        ds_config: dict,
+        tokenizer=None,
+        extra_files: dict[str, str] | None = None,
+    ):
         import deepspeed
 
         _init_deepspeed_comm(ctx)
@@ -258,7 +277,8 @@ class ZeroBackend:
         self.offload = _offload(ds_config)
         self._client_optimizer = optimizer
         self.engine, self.zero_optimizer, _, _ = deepspeed.initialize(
-            model=model, optimizer=optimizer, config=ds_config, dist_init_required=False)
+            model=model, optimizer=optimizer, config=ds_config, dist_init_required=False
+        )
         self.model = self.engine  # what the loop calls forward on
         self.zero_stage = self.stage
         self.tokenizer = tokenizer
@@ -269,8 +289,7 @@ class ZeroBackend:
 
     def load_reference(self, model_path: str):
         """The frozen reference model (KL / RMU), see ``load_reference_model``."""
-        return load_reference_model(model_path, self._dtype_name(),
-                                    self.ctx, self.ds_config)
+        return load_reference_model(model_path, self._dtype_name(), self.ctx, self.ds_config)
 
     def _dtype_name(self) -> str:
         return "bfloat16" if self.ds_config.get("bf16", {}).get("enabled") else "float32"
@@ -284,11 +303,17 @@ class ZeroBackend:
         """This rank's gradient shard of group g, as DeepSpeed holds it after a boundary backward."""
         opt = self.zero_optimizer
         if self.offload:
-            flat = (opt.fp32_partitioned_groups_flat[g] if self.stage == 3
-                    else opt.single_partition_of_fp32_groups[g]).grad
+            flat = (
+                opt.fp32_partitioned_groups_flat[g]
+                if self.stage == 3
+                else opt.single_partition_of_fp32_groups[g]
+            ).grad
             return [flat] if flat is not None else []
-        grads = opt.averaged_gradients.get(g) if isinstance(opt.averaged_gradients, dict) \
+        grads = (
+            opt.averaged_gradients.get(g)
+            if isinstance(opt.averaged_gradients, dict)
             else opt.averaged_gradients[g]
+        )
         return [] if grads is None else list(grads)
 
     def _partition_numel(self, g: int) -> int:
@@ -315,8 +340,13 @@ class ZeroBackend:
     def _buffers(self) -> dict[str, list[torch.Tensor]]:
         if self._bufs is None:
             device = self.ctx.device
-            self._bufs = {k: [torch.zeros(self._partition_numel(g), dtype=torch.float32, device=device)
-                              for g in range(self._n_groups())] for k in ("forget", "retain")}
+            self._bufs = {
+                k: [
+                    torch.zeros(self._partition_numel(g), dtype=torch.float32, device=device)
+                    for g in range(self._n_groups())
+                ]
+                for k in ("forget", "retain")
+            }
         return self._bufs
 
     # -- accumulation ------------------------------------------------------------------
@@ -334,11 +364,13 @@ class ZeroBackend:
             shard = self._shard(g)
             numels = [t.numel() for t in shard]
             if sum(numels) > buf.numel():
-                raise RuntimeError(f"ZeRO gradient shard of group {g} has {sum(numels)} elements, "
-                                   f"more than the partition ({buf.numel()})")
+                raise RuntimeError(
+                    f"ZeRO gradient shard of group {g} has {sum(numels)} elements, "
+                    f"more than the partition ({buf.numel()})"
+                )
             offset = 0
             for t, n in zip(shard, numels):
-                buf[offset:offset + n].add_(t.reshape(-1).float())
+                buf[offset : offset + n].add_(t.reshape(-1).float())
                 offset += n
             split.append(numels)
         if self._split is None:
@@ -416,8 +448,9 @@ class ZeroBackend:
         self._write_hf_assets(ckpt_dir / HF_ASSETS)
 
     def load_state(self, ckpt_dir: Path) -> None:
-        path, _ = self.engine.load_checkpoint(str(ckpt_dir), tag=CKPT_TAG, load_optimizer_states=True,
-                                              load_lr_scheduler_states=False)
+        path, _ = self.engine.load_checkpoint(
+            str(ckpt_dir), tag=CKPT_TAG, load_optimizer_states=True, load_lr_scheduler_states=False
+        )
         if path is None:
             raise RuntimeError(f"DeepSpeed found no checkpoint {CKPT_TAG!r} in {ckpt_dir}")
 
@@ -454,8 +487,12 @@ def is_zero_checkpoint(ckpt_dir: str | Path) -> bool:
     return (ckpt_dir / "latest").is_file() or (ckpt_dir / CKPT_TAG).is_dir()
 
 
-def consolidate_checkpoint(ckpt_dir: str | Path, out_dir: str | Path, hf_dir: str | Path | None = None,
-                           tag: str | None = None) -> Path:
+def consolidate_checkpoint(
+    ckpt_dir: str | Path,
+    out_dir: str | Path,
+    hf_dir: str | Path | None = None,
+    tag: str | None = None,
+) -> Path:
     """Consolidate the ZeRO shards in ``ckpt_dir`` into an HF model dir ``out_dir`` (atomically).
 
     DeepSpeed's ``zero_to_fp32`` writes the fp32 master weights as safetensors (also for
@@ -469,15 +506,21 @@ def consolidate_checkpoint(ckpt_dir: str | Path, out_dir: str | Path, hf_dir: st
     if not ckpt_dir.is_dir():
         raise FileNotFoundError(f"ZeRO checkpoint directory not found: {ckpt_dir}")
     if tag is None and not is_zero_checkpoint(ckpt_dir):
-        raise FileNotFoundError(f"{ckpt_dir} holds no DeepSpeed checkpoint (no 'latest' file and no "
-                                f"'{CKPT_TAG}/' folder) and is not an HF model dir")
+        raise FileNotFoundError(
+            f"{ckpt_dir} holds no DeepSpeed checkpoint (no 'latest' file and no "
+            f"'{CKPT_TAG}/' folder) and is not an HF model dir"
+        )
     if tag is None and not (ckpt_dir / "latest").is_file():
         tag = CKPT_TAG
     hf_dir = Path(hf_dir) if hf_dir is not None else ckpt_dir / HF_ASSETS
     if not (hf_dir / "config.json").is_file():
-        raise FileNotFoundError(f"no config.json in {hf_dir}; pass hf_dir (e.g. the starting model dir)")
+        raise FileNotFoundError(
+            f"no config.json in {hf_dir}; pass hf_dir (e.g. the starting model dir)"
+        )
     with atomic_dir(out_dir) as tmp:
-        convert_zero_checkpoint_to_fp32_state_dict(str(ckpt_dir), str(tmp), tag=tag, safe_serialization=True)
+        convert_zero_checkpoint_to_fp32_state_dict(
+            str(ckpt_dir), str(tmp), tag=tag, safe_serialization=True
+        )
         for item in hf_dir.iterdir():
             if item.is_file() and not (tmp / item.name).exists():
                 shutil.copy2(item, tmp / item.name)

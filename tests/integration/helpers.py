@@ -20,13 +20,30 @@ def max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> floa
 
 
 def read_log(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (Path(run_dir) / "train_log.jsonl").read_text().splitlines()]
+    return [
+        json.loads(line) for line in (Path(run_dir) / "train_log.jsonl").read_text().splitlines()
+    ]
 
 
 def run_config(model, out, method, embedded, **train) -> dict:
-    base = {"max_steps": 1, "micro_batch_size": 8, "grad_accum": 1, "optimizer": "sgd", "lr": 1.0,
-            "max_grad_norm": None, "progress": False}
+    base = {
+        "max_steps": 1,
+        "micro_batch_size": 8,
+        "grad_accum": 1,
+        "optimizer": "sgd",
+        "lr": 1.0,
+        "max_grad_norm": None,
+        "progress": False,
+    }
     base.update(train)
-    return {"model": str(model), "output_dir": str(out), "method": method,
-            "data": {"forget": str(embedded["forget"]), "retain": str(embedded["retain"]), "max_length": 64},
-            "train": base}
+    return {
+        "model": str(model),
+        "output_dir": str(out),
+        "method": method,
+        "data": {
+            "forget": str(embedded["forget"]),
+            "retain": str(embedded["retain"]),
+            "max_length": 64,
+        },
+        "train": base,
+    }

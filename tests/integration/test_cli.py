@@ -15,8 +15,13 @@ from tests.integration.helpers import run_config
 
 def _cli(*args, timeout=300):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "blur_core", *args], capture_output=True, text=True,
-                          env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "blur_core", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
 
 
 def test_help_lists_commands_and_config_keys():
@@ -40,9 +45,15 @@ def test_make_embedded_unlearn_score_end_to_end(tmp_path):
     proc = _cli("make-embedded", "--out", str(tmp_path / "emb"), "--people", "6")
     assert proc.returncode == 0, proc.stderr
     data = tmp_path / "emb" / "data"
-    cfg = run_config(tmp_path / "emb" / "base_model", tmp_path / "run",
-                     {"name": "blur", "gamma": 0.2}, {"forget": data / "forget.jsonl", "retain": data / "retain.jsonl"},
-                     max_steps=2, optimizer="adamw", lr=1e-3)
+    cfg = run_config(
+        tmp_path / "emb" / "base_model",
+        tmp_path / "run",
+        {"name": "blur", "gamma": 0.2},
+        {"forget": data / "forget.jsonl", "retain": data / "retain.jsonl"},
+        max_steps=2,
+        optimizer="adamw",
+        lr=1e-3,
+    )
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
     proc = _cli("unlearn", "--config", str(tmp_path / "run.yaml"), "--set", "method.gamma=0.4")
     assert proc.returncode == 0, proc.stderr
@@ -50,15 +61,29 @@ def test_make_embedded_unlearn_score_end_to_end(tmp_path):
     assert resolved["method"]["gamma"] == 0.4 and resolved["method"]["variant"] == "forget_priority"
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["steps"] == 2 and summary["world_size"] == 1 and summary["tokens_per_s"] > 0
-    proc = _cli("score", "--model", str(tmp_path / "run" / "model"), "--data", f"forget={data / 'forget.jsonl'}")
+    proc = _cli(
+        "score",
+        "--model",
+        str(tmp_path / "run" / "model"),
+        "--data",
+        f"forget={data / 'forget.jsonl'}",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "| forget |" in proc.stdout
 
 
 def test_bad_config_exits_2_naming_key_and_file(tmp_path, capsys):
     path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump({"model": "m", "output_dir": "o", "method": {"name": "blur"},
-                                    "train": {"max_steps": 1, "lerning_rate": 0.1}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "model": "m",
+                "output_dir": "o",
+                "method": {"name": "blur"},
+                "train": {"max_steps": 1, "lerning_rate": 0.1},
+            }
+        )
+    )
     assert main(["unlearn", "--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert "train.lerning_rate" in err and str(path) in err

@@ -22,8 +22,16 @@ from blur_core.eval import (
 from blur_core.losses import nll_loss
 from blur_core.models import load_model, load_tokenizer
 
-ROW_KEYS = {"question", "answer", "generated", "answer_nll", "paraphrased_nll", "perturbed_nll",
-            "rouge_l_recall", "truth_ratio"}
+ROW_KEYS = {
+    "question",
+    "answer",
+    "generated",
+    "answer_nll",
+    "paraphrased_nll",
+    "perturbed_nll",
+    "rouge_l_recall",
+    "truth_ratio",
+}
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +53,12 @@ def _tofu_sets(embedded) -> dict[str, list[dict]]:
     """The embedded records in the four TOFU roles (real_authors/world_facts without paraphrases)."""
     forget, retain = load_records(embedded["forget"]), load_records(embedded["retain"])
     strip = [{k: v for k, v in r.items() if k != "paraphrased_answer"} for r in retain]
-    return {"forget": forget, "retain": retain[:12], "real_authors": strip[12:20], "world_facts": strip[20:26]}
+    return {
+        "forget": forget,
+        "retain": retain[:12],
+        "real_authors": strip[12:20],
+        "world_facts": strip[20:26],
+    }
 
 
 def test_batched_greedy_equals_one_at_a_time(target, records):
@@ -54,7 +67,9 @@ def test_batched_greedy_equals_one_at_a_time(target, records):
     lengths = {len(encode_prompt(tok, q)) for q in questions}
     assert len(lengths) > 1, "prompts of one length would not exercise left padding"
     batched = greedy_generate(model, tok, questions, batch_size=8, max_new_tokens=16)
-    single = [greedy_generate(model, tok, [q], batch_size=1, max_new_tokens=16)[0] for q in questions]
+    single = [
+        greedy_generate(model, tok, [q], batch_size=1, max_new_tokens=16)[0] for q in questions
+    ]
     assert batched == single
     # the memorised model answers (not an empty or prompt-echoing string)
     assert sum(g == r["answer"] for g, r in zip(batched, records[:21])) >= 15, batched
@@ -63,10 +78,17 @@ def test_batched_greedy_equals_one_at_a_time(target, records):
 def test_batched_answer_nll_equals_one_at_a_time_and_training_loss(target, records):
     model, tok = target
     questions = [r["question"] for r in records[:20]]
-    answers = [r["perturbed_answer"][0] if i % 2 else r["paraphrased_answer"] for i, r in enumerate(records[:20])]
+    answers = [
+        r["perturbed_answer"][0] if i % 2 else r["paraphrased_answer"]
+        for i, r in enumerate(records[:20])
+    ]
     batched = answer_nll(model, tok, questions, answers, batch_size=6, max_length=64)
-    single = torch.cat([answer_nll(model, tok, [q], [a], batch_size=1, max_length=64)
-                        for q, a in zip(questions, answers)])
+    single = torch.cat(
+        [
+            answer_nll(model, tok, [q], [a], batch_size=1, max_length=64)
+            for q, a in zip(questions, answers)
+        ]
+    )
     assert batched.shape == (20,)
     assert torch.allclose(batched, single, atol=1e-5, rtol=0), (batched - single).abs().max()
     # one example equals the training loss of the same pair (same prompt, answer + EOS)
@@ -83,8 +105,10 @@ def test_batched_answer_nll_equals_one_at_a_time_and_training_loss(target, recor
 
 def test_evaluate_tofu_keys_values_and_memorisation(target, base, embedded):
     sets = _tofu_sets(embedded)
-    results = {name: evaluate_tofu(m, t, sets, QAFormat(), batch_size=8, max_new_tokens=16, max_length=64)
-               for name, (m, t) in (("target", target), ("base", base))}
+    results = {
+        name: evaluate_tofu(m, t, sets, QAFormat(), batch_size=8, max_new_tokens=16, max_length=64)
+        for name, (m, t) in (("target", target), ("base", base))
+    }
     res = results["target"]
     assert set(res) == {"per_example", "aggregates", "model_utility"}
     for name in SETS:
@@ -93,11 +117,18 @@ def test_evaluate_tofu_keys_values_and_memorisation(target, base, embedded):
         for row, record in zip(rows, sets[name]):
             assert set(row) == ROW_KEYS and row["question"] == record["question"]
             assert len(row["perturbed_nll"]) == len(record["perturbed_answer"])
-            values = [row["answer_nll"], row["paraphrased_nll"], *row["perturbed_nll"],
-                      row["rouge_l_recall"], row["truth_ratio"]]
+            values = [
+                row["answer_nll"],
+                row["paraphrased_nll"],
+                *row["perturbed_nll"],
+                row["rouge_l_recall"],
+                row["truth_ratio"],
+            ]
             assert all(math.isfinite(v) for v in values), row
         assert set(res["aggregates"][name]) == {"probability", "rouge", "truth_ratio"}
-        assert all(0.0 <= v <= 1.0 for v in res["aggregates"][name].values()), res["aggregates"][name]
+        assert all(0.0 <= v <= 1.0 for v in res["aggregates"][name].values()), res["aggregates"][
+            name
+        ]
     # no paraphrase on the utility sets: the answer plays that role
     assert all(r["paraphrased_nll"] == r["answer_nll"] for r in res["per_example"]["world_facts"])
     # (the memorised model ranks the templated perturbed answers above the unseen paraphrases,
@@ -116,8 +147,12 @@ def test_evaluate_tofu_keys_values_and_memorisation(target, base, embedded):
 def _write_bench(embedded, out) -> None:
     """A TOFU-layout benchmark dir (JSON lines in .json files) from the embedded records."""
     out.mkdir()
-    files = {"forget01_perturbed.json": "forget", "retain_perturbed.json": "retain",
-             "real_authors_perturbed.json": "real_authors", "world_facts_perturbed.json": "world_facts"}
+    files = {
+        "forget01_perturbed.json": "forget",
+        "retain_perturbed.json": "retain",
+        "real_authors_perturbed.json": "real_authors",
+        "world_facts_perturbed.json": "world_facts",
+    }
     sets = _tofu_sets(embedded)
     for file, name in files.items():
         (out / file).write_text("".join(json.dumps(r) + "\n" for r in sets[name]))
@@ -126,22 +161,64 @@ def _write_bench(embedded, out) -> None:
 def test_cli_evaluate_writes_json_with_forget_quality(embedded, target_model, tmp_path, capsys):
     bench = tmp_path / "bench"
     _write_bench(embedded, bench)
-    common = ["--benchmark-dir", str(bench), "--forget-split", "forget01", "--limit", "6",
-              "--batch-size", "4", "--max-new-tokens", "12", "--max-length", "64"]
+    common = [
+        "--benchmark-dir",
+        str(bench),
+        "--forget-split",
+        "forget01",
+        "--limit",
+        "6",
+        "--batch-size",
+        "4",
+        "--max-new-tokens",
+        "12",
+        "--max-length",
+        "64",
+    ]
     ref = tmp_path / "ref" / "eval.json"
-    assert main(["evaluate", "--model", str(embedded["base_model"]), "--out", str(ref),
-                 "--self-reference", *common]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(embedded["base_model"]),
+                "--out",
+                str(ref),
+                "--self-reference",
+                *common,
+            ]
+        )
+        == 0
+    )
     ref_result = json.loads(ref.read_text())
     assert ref_result["forget_quality"] == pytest.approx(1.0)
     assert all(len(rows) == 6 for rows in ref_result["per_example"].values())
     out = tmp_path / "target.json"
-    assert main(["evaluate", "--model", str(target_model), "--out", str(out),
-                 "--retain-result", str(ref), *common]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(target_model),
+                "--out",
+                str(out),
+                "--retain-result",
+                str(ref),
+                *common,
+            ]
+        )
+        == 0
+    )
     result = json.loads(out.read_text())
     assert 0.0 <= result["forget_quality"] <= 1.0 and result["forget_quality"] < 1.0
     assert set(result) == {"per_example", "aggregates", "model_utility", "forget_quality"}
     assert '"model_utility"' in capsys.readouterr().out
     # a missing field is reported with file, record and field, without a traceback
-    (bench / "world_facts_perturbed.json").write_text(json.dumps({"question": "q", "answer": "a"}) + "\n")
-    with pytest.raises(SystemExit, match=r"world_facts_perturbed\.json: record 0 is missing field 'perturbed_answer'"):
+    (bench / "world_facts_perturbed.json").write_text(
+        json.dumps({"question": "q", "answer": "a"}) + "\n"
+    )
+    with pytest.raises(
+        SystemExit,
+        match=r"world_facts_perturbed\.json: record 0 is missing field 'perturbed_answer'",
+    ):
         main(["evaluate", "--model", str(target_model), "--out", str(out), *common])

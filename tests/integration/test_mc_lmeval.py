@@ -47,9 +47,13 @@ def test_predictions_and_logliks_match_lm_eval(smollm2_dir, shared_data, tmp_pat
 
     torch.manual_seed(0)
     model, tok = load_model(str(smollm2_dir)), load_tokenizer(str(smollm2_dir))
-    items = (select_items(load_wmdp(shared_data / "wmdp", "bio"), 6, seed=1)
-             + select_items(load_mmlu(shared_data / "mmlu", "test",
-                                      subjects=["abstract_algebra", "anatomy", "global_facts"]), 6, seed=1))
+    items = select_items(load_wmdp(shared_data / "wmdp", "bio"), 6, seed=1) + select_items(
+        load_mmlu(
+            shared_data / "mmlu", "test", subjects=["abstract_algebra", "anatomy", "global_facts"]
+        ),
+        6,
+        seed=1,
+    )
     assert len({it.subject for it in items}) >= 3
 
     theirs = _runner()(model, tok, items, batch_size=4, workdir=tmp_path)

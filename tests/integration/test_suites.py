@@ -27,8 +27,10 @@ def bench(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def models(target_model, embedded):
-    return {name: (load_model(str(path)), load_tokenizer(str(path)))
-            for name, path in (("target", target_model), ("base", embedded["base_model"]))}
+    return {
+        name: (load_model(str(path)), load_tokenizer(str(path)))
+        for name, path in (("target", target_model), ("base", embedded["base_model"]))
+    }
 
 
 def test_cloze_mc_is_the_argmin_of_one_at_a_time_answer_nll(models, bench):
@@ -36,16 +38,27 @@ def test_cloze_mc_is_the_argmin_of_one_at_a_time_answer_nll(models, bench):
     items = tofu_mc_items(load_tofu_eval_sets(bench, "forget10")["retain"], "retain", seed=1)[:12]
     result = cloze_mc(model, tok, items, QAFormat(), batch_size=16, max_length=64)
     for item, row in zip(items, result["per_example"]):
-        nll = [answer_nll(model, tok, [item.question], [c], QAFormat(), batch_size=1, max_length=64).item()
-               for c in item.choices]
+        nll = [
+            answer_nll(
+                model, tok, [item.question], [c], QAFormat(), batch_size=1, max_length=64
+            ).item()
+            for c in item.choices
+        ]
         assert row["loglik"] == pytest.approx([-v for v in nll], abs=1e-5)
         assert row["pred"] == min(range(4), key=lambda j: nll[j]) and row["answer"] == item.answer
     assert result["accuracy"] == sum(r["pred"] == r["answer"] for r in result["per_example"]) / 12
 
 
 def test_memorisation_suite_separates_target_from_base_and_detects_members(models, bench):
-    cfg = parse_suite({"kind": "memorisation", "source": str(bench), "forget_split": "forget10",
-                       "batch_size": 8, "max_length": 64})
+    cfg = parse_suite(
+        {
+            "kind": "memorisation",
+            "source": str(bench),
+            "forget_split": "forget10",
+            "batch_size": 8,
+            "max_length": 64,
+        }
+    )
     results = {name: run_suite("memorisation", cfg, m, t) for name, (m, t) in models.items()}
     tgt, base = results["target"]["metrics"], results["base"]["metrics"]
     assert tgt["n"] == 5 and len(results["target"]["per_example"]) == 5
@@ -61,13 +74,30 @@ def test_memorisation_suite_separates_target_from_base_and_detects_members(model
     assert json.loads(json.dumps(results["target"]))["metrics"] == tgt
 
 
-def test_evaluate_suites_cli_writes_one_json_per_suite_and_a_table(target_model, bench, tmp_path, capsys):
+def test_evaluate_suites_cli_writes_one_json_per_suite_and_a_table(
+    target_model, bench, tmp_path, capsys
+):
     cfg = tmp_path / "suites.yaml"
-    cfg.write_text(f"defaults: {{source: {bench}, forget_split: forget10, batch_size: 8, max_length: 64}}\n"
-                   "suites:\n  forget_mc: {kind: tofu_mc, set: forget}\n"
-                   "  world_mc: {kind: tofu_mc, set: world_facts, limit: 10}\n")
+    cfg.write_text(
+        f"defaults: {{source: {bench}, forget_split: forget10, batch_size: 8, max_length: 64}}\n"
+        "suites:\n  forget_mc: {kind: tofu_mc, set: forget}\n"
+        "  world_mc: {kind: tofu_mc, set: world_facts, limit: 10}\n"
+    )
     out = tmp_path / "out"
-    assert main(["evaluate-suites", "--model", str(target_model), "--config", str(cfg), "--out-dir", str(out)]) == 0
+    assert (
+        main(
+            [
+                "evaluate-suites",
+                "--model",
+                str(target_model),
+                "--config",
+                str(cfg),
+                "--out-dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
     forget = json.loads((out / "forget_mc.json").read_text())
     assert forget["kind"] == "tofu_mc" and forget["metrics"]["n"] == 5
     assert json.loads((out / "world_mc.json").read_text())["metrics"]["n"] == 10
@@ -75,8 +105,20 @@ def test_evaluate_suites_cli_writes_one_json_per_suite_and_a_table(target_model,
     assert "total wall time" in capsys.readouterr().out
     # a misspelled suite key is named, nothing is evaluated
     cfg.write_text(f"suites:\n  x: {{kind: tofu_mc, source: {bench}, sett: forget}}\n")
-    assert main(["evaluate-suites", "--model", str(target_model), "--config", str(cfg),
-                 "--out-dir", str(tmp_path / "o2")]) == 2
+    assert (
+        main(
+            [
+                "evaluate-suites",
+                "--model",
+                str(target_model),
+                "--config",
+                str(cfg),
+                "--out-dir",
+                str(tmp_path / "o2"),
+            ]
+        )
+        == 2
+    )
     assert "suites.x.sett" in capsys.readouterr().err
     assert not (tmp_path / "o2").exists()
 
@@ -85,13 +127,27 @@ def test_evaluate_suites_cli_writes_one_json_per_suite_and_a_table(target_model,
 def test_real_tofu_suites_run_on_smollm2(smollm2_dir, shared_data):
     """CI-sized: the TOFU-side suites on the real TOFU copy with SmolLM2 (a few items)."""
     model, tok = load_model(str(smollm2_dir)), load_tokenizer(str(smollm2_dir))
-    common = {"source": str(shared_data / "tofu"), "forget_split": "forget01", "batch_size": 8, "max_length": 128}
-    tofu = run_suite("t", parse_suite({**common, "kind": "tofu", "limit": 2, "max_new_tokens": 8}), model, tok)
+    common = {
+        "source": str(shared_data / "tofu"),
+        "forget_split": "forget01",
+        "batch_size": 8,
+        "max_length": 128,
+    }
+    tofu = run_suite(
+        "t", parse_suite({**common, "kind": "tofu", "limit": 2, "max_new_tokens": 8}), model, tok
+    )
     assert set(tofu["tofu"]["per_example"]) == {"forget", "retain", "real_authors", "world_facts"}
     assert all(len(rows) == 2 for rows in tofu["tofu"]["per_example"].values())
     assert 0.0 <= tofu["metrics"]["model_utility"] <= 1.0
-    mc = run_suite("m", parse_suite({**common, "kind": "tofu_mc", "set": "world_facts", "limit": 4}), model, tok)
+    mc = run_suite(
+        "m",
+        parse_suite({**common, "kind": "tofu_mc", "set": "world_facts", "limit": 4}),
+        model,
+        tok,
+    )
     assert mc["metrics"]["n"] == 4 and all(len(r["loglik"]) == 4 for r in mc["per_example"])
     mem = run_suite("e", parse_suite({**common, "kind": "memorisation", "limit": 3}), model, tok)
-    assert mem["metrics"]["n"] == 3 and "mia_loss_auc" not in mem["metrics"]  # no holdout01.json here
+    assert (
+        mem["metrics"]["n"] == 3 and "mia_loss_auc" not in mem["metrics"]
+    )  # no holdout01.json here
     assert 0.0 <= mem["metrics"]["forget_exact_memorisation"] <= 1.0

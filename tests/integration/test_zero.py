@@ -48,26 +48,60 @@ LOGIT_TOL = 1e-6
 # name -> (method, deepspeed config, train overrides, injected bug)
 SGD = dict(optimizer="sgd", lr=1.0, max_grad_norm=None)
 EXACT = {
-    f"{stage}-accum{k}": (BLUR_NPO, stage, dict(SGD, micro_batch_size=8 // (2 * k), grad_accum=k), None)
-    for stage in ("zero2", "zero3") for k in (1, 2)
+    f"{stage}-accum{k}": (
+        BLUR_NPO,
+        stage,
+        dict(SGD, micro_batch_size=8 // (2 * k), grad_accum=k),
+        None,
+    )
+    for stage in ("zero2", "zero3")
+    for k in (1, 2)
 }
 BUGS = {
-    "bug-no-all-reduce": (BLUR_NPO, "zero3", dict(SGD, micro_batch_size=2, grad_accum=2), "no_all_reduce"),
-    "bug-accumulate-captures": (BLUR_NPO, "zero3", dict(SGD, micro_batch_size=2, grad_accum=2),
-                                "accumulate_captures"),
+    "bug-no-all-reduce": (
+        BLUR_NPO,
+        "zero3",
+        dict(SGD, micro_batch_size=2, grad_accum=2),
+        "no_all_reduce",
+    ),
+    "bug-accumulate-captures": (
+        BLUR_NPO,
+        "zero3",
+        dict(SGD, micro_batch_size=2, grad_accum=2),
+        "accumulate_captures",
+    ),
 }
 # adam_eps 1e-6 (not 1e-8): Adam divides by sqrt(v) + eps, so coordinates whose gradient is
 # ~1e-9 (pure fp32 reduction-order noise, different between 1 and 2 ranks) would otherwise get
 # updates of ~lr/10 that differ by ~1e-5 between two correct runs.
-ADAMW = dict(optimizer="adamw", lr=1e-3, max_steps=5, max_grad_norm=1.0, micro_batch_size=2, grad_accum=2,
-             adam_eps=1e-6)
+ADAMW = dict(
+    optimizer="adamw",
+    lr=1e-3,
+    max_steps=5,
+    max_grad_norm=1.0,
+    micro_batch_size=2,
+    grad_accum=2,
+    adam_eps=1e-6,
+)
 OTHER = {
     "zero3-adamw-5": (BLUR_NPO, "zero3", ADAMW, None),
     "zero2-graddiff": (GRADDIFF, "zero2", dict(SGD, micro_batch_size=2, grad_accum=2), None),
-    "zero3-kl-2steps": (BLUR_KL, "zero3", dict(SGD, lr=0.3, max_steps=2, micro_batch_size=2, grad_accum=2), None),
+    "zero3-kl-2steps": (
+        BLUR_KL,
+        "zero3",
+        dict(SGD, lr=0.3, max_steps=2, micro_batch_size=2, grad_accum=2),
+        None,
+    ),
 }
-RESUME_TRAIN = dict(optimizer="adamw", lr=1e-3, max_steps=4, save_every=2, keep_checkpoints=5,
-                    micro_batch_size=2, grad_accum=2)
+RESUME_TRAIN = dict(
+    optimizer="adamw",
+    lr=1e-3,
+    max_steps=4,
+    save_every=2,
+    keep_checkpoints=5,
+    micro_batch_size=2,
+    grad_accum=2,
+)
 
 
 # ---------------------------------------------------------------------------------------
@@ -146,10 +180,18 @@ def _engine_logits(item: dict, ctx) -> None:
     batch = pad_collate([ds[i] for i in range(6)], tok.pad_token_id)
     backend.model.eval()
     with torch.no_grad():
-        logits = backend.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = backend.model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).logits
     if ctx.is_main:
-        torch.save({"logits": logits.float(), "input_ids": batch["input_ids"],
-                    "attention_mask": batch["attention_mask"]}, item["out"])
+        torch.save(
+            {
+                "logits": logits.float(),
+                "input_ids": batch["input_ids"],
+                "attention_mask": batch["attention_mask"],
+            },
+            item["out"],
+        )
 
 
 # ---------------------------------------------------------------------------------------
@@ -168,29 +210,64 @@ def zero_runs(target_model, embedded, tmp_path_factory):
     plan, outs = [], {}
     for name, (method, ds, train, bug) in {**EXACT, **BUGS, **OTHER}.items():
         outs[name] = root / name
-        plan.append({"kind": "run", "bug": bug,
-                     "config": _zero_cfg(target_model, outs[name], method, embedded, ds, **train)})
+        plan.append(
+            {
+                "kind": "run",
+                "bug": bug,
+                "config": _zero_cfg(target_model, outs[name], method, embedded, ds, **train),
+            }
+        )
     # resume: an uninterrupted 4-step run that checkpoints at step 2; a second run that
     # starts from a copy of that checkpoint and does steps 3-4
     outs["resume-full"], outs["resume-part"] = root / "resume-full", root / "resume-part"
     ckpt = outs["resume-full"] / "checkpoints" / "step-000002"
-    full_cfg = _zero_cfg(target_model, outs["resume-full"], BLUR_NPO, embedded, "zero3", **RESUME_TRAIN)
+    full_cfg = _zero_cfg(
+        target_model, outs["resume-full"], BLUR_NPO, embedded, "zero3", **RESUME_TRAIN
+    )
     plan.append({"kind": "run", "config": full_cfg})
-    plan.append({"kind": "copy", "src": str(ckpt), "dst": str(outs["resume-part"] / "checkpoints" / "step-000002")})
-    plan.append({"kind": "run", "config": _zero_cfg(target_model, outs["resume-part"], BLUR_NPO, embedded, "zero3",
-                                                    **RESUME_TRAIN)})
+    plan.append(
+        {
+            "kind": "copy",
+            "src": str(ckpt),
+            "dst": str(outs["resume-part"] / "checkpoints" / "step-000002"),
+        }
+    )
+    plan.append(
+        {
+            "kind": "run",
+            "config": _zero_cfg(
+                target_model, outs["resume-part"], BLUR_NPO, embedded, "zero3", **RESUME_TRAIN
+            ),
+        }
+    )
     outs["logits"] = root / "engine_logits.pt"
-    plan.append({"kind": "logits", "ckpt": str(ckpt), "config": full_cfg, "out": str(outs["logits"])})
+    plan.append(
+        {"kind": "logits", "ckpt": str(ckpt), "config": full_cfg, "out": str(outs["logits"])}
+    )
     outs["ckpt"] = ckpt
 
     plan_path = root / "plan.json"
     plan_path.write_text(json.dumps(plan))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(HERE), str(plan_path)]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(HERE),
+        str(plan_path),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=str(REPO))
     if proc.returncode != 0:
-        raise AssertionError(f"torchrun failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-8000:]}")
+        raise AssertionError(
+            f"torchrun failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-8000:]}"
+        )
     return outs
 
 
@@ -240,14 +317,18 @@ def test_zero_comparison_detects_injected_bugs(name, zero_runs, local_runs):
     ref_xi = read_log(local_runs["sgd"])[0]["xi"]
     bad_xi = read_log(zero_runs[name])[0]["xi"]
     dxi = abs(bad_xi - ref_xi)
-    diff = max_abs_diff(load_weights(local_runs["sgd"] / "model"), load_weights(zero_runs[name] / "model"))
+    diff = max_abs_diff(
+        load_weights(local_runs["sgd"] / "model"), load_weights(zero_runs[name] / "model")
+    )
     print(f"{name}: |dxi|={dxi:.3g} max|dW|={diff:.3g}")
     assert dxi > 100 * TOL, f"{name}: the injected bug changed xi by only {dxi:.3g}"
 
 
 def test_zero3_adamw_five_steps_equal_single_process(zero_runs, local_runs):
-    diff = max_abs_diff(load_weights(local_runs["adamw-5"] / "model"),
-                        load_weights(zero_runs["zero3-adamw-5"] / "model"))
+    diff = max_abs_diff(
+        load_weights(local_runs["adamw-5"] / "model"),
+        load_weights(zero_runs["zero3-adamw-5"] / "model"),
+    )
     zlog, llog = read_log(zero_runs["zero3-adamw-5"]), read_log(local_runs["adamw-5"])
     dxi = max(abs(a["xi"] - b["xi"]) for a, b in zip(zlog, llog))
     print(f"zero3 adamw 5 steps: max|dW|={diff:.3g} max|dxi|={dxi:.3g}")
@@ -257,10 +338,14 @@ def test_zero3_adamw_five_steps_equal_single_process(zero_runs, local_runs):
 
 def test_zero_graddiff_and_kl_reference_equal_single_process(zero_runs, local_runs):
     """The weighted-sum path (ZeRO-2) and a KL reference model under ZeRO-3 (2 steps)."""
-    d_gd = max_abs_diff(load_weights(local_runs["graddiff"] / "model"),
-                        load_weights(zero_runs["zero2-graddiff"] / "model"))
-    d_kl = max_abs_diff(load_weights(local_runs["kl-2steps"] / "model"),
-                        load_weights(zero_runs["zero3-kl-2steps"] / "model"))
+    d_gd = max_abs_diff(
+        load_weights(local_runs["graddiff"] / "model"),
+        load_weights(zero_runs["zero2-graddiff"] / "model"),
+    )
+    d_kl = max_abs_diff(
+        load_weights(local_runs["kl-2steps"] / "model"),
+        load_weights(zero_runs["zero3-kl-2steps"] / "model"),
+    )
     kl_log = read_log(zero_runs["zero3-kl-2steps"])
     print(f"graddiff zero2: max|dW|={d_gd:.3g}; kl zero3 2 steps: max|dW|={d_kl:.3g}")
     assert d_gd <= TOL
@@ -276,7 +361,7 @@ def test_zero_resume_reproduces_uninterrupted_run(zero_runs):
     print(f"resume: max|dW|={diff:.3g}")
     assert diff == 0.0, f"resumed run differs from the uninterrupted one by {diff:.3g}"
     assert [r["step"] for r in read_log(part)] == [3, 4]
-    assert read_log(part) [0]["loss_forget"] == read_log(full)[2]["loss_forget"]
+    assert read_log(part)[0]["loss_forget"] == read_log(full)[2]["loss_forget"]
 
 
 def test_zero_checkpoint_converts_to_hf_model(zero_runs, tmp_path):
@@ -284,8 +369,14 @@ def test_zero_checkpoint_converts_to_hf_model(zero_runs, tmp_path):
 
     out = tmp_path / "converted"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "blur_core", "convert", str(zero_runs["ckpt"]), str(out)],
-                          env=env, capture_output=True, text=True, timeout=300, cwd=str(REPO))
+    proc = subprocess.run(
+        [sys.executable, "-m", "blur_core", "convert", str(zero_runs["ckpt"]), str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=str(REPO),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name in ("model.safetensors", "config.json", "tokenizer.json", "run_config.yaml"):
         assert (out / name).is_file(), f"{name} missing from the converted dir"
@@ -317,9 +408,23 @@ def test_ds_config_follows_train_config(tmp_path):
 
     data = tmp_path / "d.jsonl"
     data.write_text('{"question": "q", "answer": "a"}\n')
-    base = {"model": "m", "output_dir": str(tmp_path / "o"), "data": {"forget": str(data), "retain": str(data)}}
-    cfg = parse_run_config({**base, "train": {"max_steps": 1, "backend": "deepspeed", "micro_batch_size": 3,
-                                              "grad_accum": 4, "dtype": "bfloat16"}})
+    base = {
+        "model": "m",
+        "output_dir": str(tmp_path / "o"),
+        "data": {"forget": str(data), "retain": str(data)},
+    }
+    cfg = parse_run_config(
+        {
+            **base,
+            "train": {
+                "max_steps": 1,
+                "backend": "deepspeed",
+                "micro_batch_size": 3,
+                "grad_accum": 4,
+                "dtype": "bfloat16",
+            },
+        }
+    )
     assert cfg.train.deepspeed_config == "zero2"
     ds = build_ds_config(cfg.train)
     assert ds["train_micro_batch_size_per_gpu"] == 3 and ds["gradient_accumulation_steps"] == 4
@@ -327,11 +432,15 @@ def test_ds_config_follows_train_config(tmp_path):
     assert ds["zero_optimization"]["stage"] == 2
     assert build_ds_config(cfg.train, "zero3_offload")["zero_optimization"]["stage"] == 3
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"zero_optimization": {"stage": 3}, "gradient_accumulation_steps": 2}))
+    bad.write_text(
+        json.dumps({"zero_optimization": {"stage": 3}, "gradient_accumulation_steps": 2})
+    )
     with pytest.raises(ConfigError, match="gradient_accumulation_steps"):
         build_ds_config(cfg.train, str(bad))
     with pytest.raises(ConfigError, match="deepspeed_config"):
-        parse_run_config({**base, "train": {"max_steps": 1, "backend": "deepspeed", "deepspeed_config": "zero9"}})
+        parse_run_config(
+            {**base, "train": {"max_steps": 1, "backend": "deepspeed", "deepspeed_config": "zero9"}}
+        )
     with pytest.raises(ConfigError, match="backend"):
         parse_run_config({**base, "train": {"max_steps": 1, "deepspeed_config": "zero3"}})
     with pytest.raises(ConfigError, match="backend"):

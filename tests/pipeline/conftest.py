@@ -18,21 +18,42 @@ REPO = Path(__file__).resolve().parents[2]
 # small enough for CI on 2 cores, same shape as the default experiment
 CI_CONFIG = {
     "results": "results",
-    "benchmarks": {"embedded": {"kind": "embedded", "forget_split": "forget10", "people": 20,
-                                "questions_per_person": 3, "seed": 0}},
+    "benchmarks": {
+        "embedded": {
+            "kind": "embedded",
+            "forget_split": "forget10",
+            "people": 20,
+            "questions_per_person": 3,
+            "seed": 0,
+        }
+    },
     "models": {"tiny": {"kind": "embedded", "hidden_size": 32, "layers": 2, "seed": 0}},
     "experiments": [{"benchmark": "embedded", "model": "tiny"}],
-    "finetune": {"epochs": 20, "micro_batch_size": 20, "lr": 5e-3, "warmup_steps": 2, "max_length": 48},
-    "unlearn": {"seeds": [0], "max_length": 48,
-                "train": {"max_steps": 4, "micro_batch_size": 4, "optimizer": "adamw", "lr": 1e-3}},
+    "finetune": {
+        "epochs": 20,
+        "micro_batch_size": 20,
+        "lr": 5e-3,
+        "warmup_steps": 2,
+        "max_length": 48,
+    },
+    "unlearn": {
+        "seeds": [0],
+        "max_length": 48,
+        "train": {"max_steps": 4, "micro_batch_size": 4, "optimizer": "adamw", "lr": 1e-3},
+    },
     "methods": {
-        "blur_npo": {"method": "blur", "fixed": {"forget_loss": "npo", "retain_loss": "nll"},
-                     "grid": {"gamma": [0.1, 0.3]}},
+        "blur_npo": {
+            "method": "blur",
+            "fixed": {"forget_loss": "npo", "retain_loss": "nll"},
+            "grid": {"gamma": [0.1, 0.3]},
+        },
         "graddiff": {"method": "graddiff", "grid": {"retain_weight": [1.0]}},
     },
     "evaluate": {"batch_size": 16, "max_new_tokens": 8, "max_length": 64, "limit": 8},
-    "evaluations": {"forget_mc": {"kind": "tofu_mc", "set": "forget"},
-                    "memorisation": {"kind": "memorisation"}},
+    "evaluations": {
+        "forget_mc": {"kind": "tofu_mc", "set": "forget"},
+        "memorisation": {"kind": "memorisation"},
+    },
     "relearn": {"steps": [3], "fraction": 0.5, "lr": 3e-3, "micro_batch_size": 4},
 }
 N_RUNS = 3
@@ -40,12 +61,25 @@ SHARED_DATA = Path(os.environ.get("BLUR_SHARED_DATA", REPO.parent / "shared" / "
 if SHARED_DATA.is_dir():
     # the real-data suites run too (a few items; the tiny word-level model maps most of their
     # words to [UNK], so the numbers mean nothing: this checks loaders, rules and report)
-    CI_CONFIG["evaluations"].update({
-        "wmdp_bio": {"kind": "wmdp", "source": str(SHARED_DATA / "wmdp"), "subset": "bio", "limit": 4},
-        "mmlu": {"kind": "mmlu", "source": str(SHARED_DATA / "mmlu"), "limit": 4},
-        "muse_news": {"kind": "muse", "source": str(SHARED_DATA / "muse_news"), "limit": 3,
-                      "verbmem_max_new_tokens": 6, "max_new_tokens": 6, "privleak_max_length": 48},
-    })
+    CI_CONFIG["evaluations"].update(
+        {
+            "wmdp_bio": {
+                "kind": "wmdp",
+                "source": str(SHARED_DATA / "wmdp"),
+                "subset": "bio",
+                "limit": 4,
+            },
+            "mmlu": {"kind": "mmlu", "source": str(SHARED_DATA / "mmlu"), "limit": 4},
+            "muse_news": {
+                "kind": "muse",
+                "source": str(SHARED_DATA / "muse_news"),
+                "limit": 3,
+                "verbmem_max_new_tokens": 6,
+                "max_new_tokens": 6,
+                "privleak_max_length": 48,
+            },
+        }
+    )
 
 
 def snakemake_bin() -> str:
@@ -53,15 +87,31 @@ def snakemake_bin() -> str:
     return str(exe) if exe.exists() else "snakemake"
 
 
-def run_snakemake(workdir: Path, *args: str, timeout: int = 900,
-                  configfile: str = "config.yaml") -> subprocess.CompletedProcess:
+def run_snakemake(
+    workdir: Path, *args: str, timeout: int = 900, configfile: str = "config.yaml"
+) -> subprocess.CompletedProcess:
     """snakemake on the repo's Snakefile, ``workdir/configfile`` and results in ``workdir``; never hangs."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    cmd = [snakemake_bin(), "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(workdir / configfile), "--workflow-profile", str(REPO / "workflow/profiles/default"),
-           *args]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=workdir)
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    cmd = [
+        snakemake_bin(),
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / configfile),
+        "--workflow-profile",
+        str(REPO / "workflow/profiles/default"),
+        *args,
+    ]
+    return subprocess.run(
+        cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=workdir
+    )
 
 
 def write_config(workdir: Path, cfg: dict) -> None:
@@ -93,7 +143,9 @@ def pipeline_dir(tmp_path_factory) -> Path:
     write_config(workdir, copy.deepcopy(CI_CONFIG))
     proc = run_snakemake(workdir)
     if proc.returncode != 0:
-        logs = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}" for p in (workdir / "results/logs").rglob("*.log"))
+        logs = "\n".join(
+            f"--- {p}\n{p.read_text()[-2000:]}" for p in (workdir / "results/logs").rglob("*.log")
+        )
         raise AssertionError(f"pipeline failed:\n{proc.stderr[-6000:]}\n{logs[-8000:]}")
     return workdir
 

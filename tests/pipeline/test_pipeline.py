@@ -11,7 +11,14 @@ import time
 import pytest
 import yaml
 
-from tests.pipeline.conftest import CI_CONFIG, N_RUNS, REPO, planned_jobs, run_snakemake, write_config
+from tests.pipeline.conftest import (
+    CI_CONFIG,
+    N_RUNS,
+    REPO,
+    planned_jobs,
+    run_snakemake,
+    write_config,
+)
 
 N_UNITS = 2 + N_RUNS  # target, retain, runs: what evaluate_suites runs on
 N_EVALS = N_UNITS + N_RUNS  # + one relearned copy of each run
@@ -24,15 +31,33 @@ def _edit(workdir, mutate):
 
 
 def test_end_to_end_summary(pipeline_dir):
-    rows = list(csv.DictReader(open(pipeline_dir / "results/report/summary.csv")))
+    rows = list(csv.DictReader((pipeline_dir / "results/report/summary.csv").open()))
     assert len(rows) == N_EVALS
-    assert [r["role"] for r in rows] == ["target", "retain"] + ["unlearned"] * N_RUNS + ["relearned"] * N_RUNS
-    relearned, rows = rows[2 + N_RUNS:], rows[:2 + N_RUNS]
-    for col in ("benchmark", "model", "entry", "method", "hparams", "seed", "forget_quality", "model_utility",
-                "forget_probability", "forget_rouge", "retain_probability", "train_wall_s"):
+    assert [r["role"] for r in rows] == ["target", "retain"] + ["unlearned"] * N_RUNS + [
+        "relearned"
+    ] * N_RUNS
+    relearned, rows = rows[2 + N_RUNS :], rows[: 2 + N_RUNS]
+    for col in (
+        "benchmark",
+        "model",
+        "entry",
+        "method",
+        "hparams",
+        "seed",
+        "forget_quality",
+        "model_utility",
+        "forget_probability",
+        "forget_rouge",
+        "retain_probability",
+        "train_wall_s",
+    ):
         assert col in rows[0], col
     runs = {(r["entry"], r["hparams"]) for r in rows[2:]}
-    assert runs == {("blur_npo", "gamma=0.1"), ("blur_npo", "gamma=0.3"), ("graddiff", "retain_weight=1")}
+    assert runs == {
+        ("blur_npo", "gamma=0.1"),
+        ("blur_npo", "gamma=0.3"),
+        ("graddiff", "retain_weight=1"),
+    }
     retain = rows[1]
     assert float(retain["forget_quality"]) == pytest.approx(1.0)
     for r in rows:
@@ -45,21 +70,32 @@ def test_end_to_end_summary(pipeline_dir):
     assert png.stat().st_size > 10_000
     # evaluation suites: one column per metric, a value for every model
     for r in rows:
-        assert 0.0 <= float(r["forget_mc.accuracy"]) <= 1.0 and int(float(r["forget_mc.n"])) == 6  # 2 people x 3 QA
-        for key in ("forget_exact_memorisation", "forget_extraction_strength", "mia_loss_auc", "mia_minkpp_auc"):
+        assert (
+            0.0 <= float(r["forget_mc.accuracy"]) <= 1.0 and int(float(r["forget_mc.n"])) == 6
+        )  # 2 people x 3 QA
+        for key in (
+            "forget_exact_memorisation",
+            "forget_extraction_strength",
+            "mia_loss_auc",
+            "mia_minkpp_auc",
+        ):
             assert 0.0 <= float(r[f"memorisation.{key}"]) <= 1.0, key
-        for suite in [s for s in CI_CONFIG["evaluations"] if s not in ("forget_mc", "memorisation")]:
+        for suite in [
+            s for s in CI_CONFIG["evaluations"] if s not in ("forget_mc", "memorisation")
+        ]:
             metric = {"muse_news": "knowmem_f"}.get(suite, "accuracy")
             assert r[f"{suite}.{metric}"] != "", (suite, metric)
     # the target model has memorised the forget answers better than the retain model
-    assert float(rows[0]["memorisation.forget_exact_memorisation"]) > \
-        float(rows[1]["memorisation.forget_exact_memorisation"])
+    assert float(rows[0]["memorisation.forget_exact_memorisation"]) > float(
+        rows[1]["memorisation.forget_exact_memorisation"]
+    )
     assert float(rows[0]["forget_mc.accuracy"]) >= float(rows[1]["forget_mc.accuracy"])
     if "muse_news" in CI_CONFIG["evaluations"]:
         assert float(rows[1]["muse_news.privleak"]) == 0.0  # the retain model is its own reference
     # relearning: same runs, K steps, then evaluated like any model
-    assert {(r["entry"], r["hparams"], r["relearn_steps"]) for r in relearned} == \
-        {(e, h, "3") for e, h in runs}
+    assert {(r["entry"], r["hparams"], r["relearn_steps"]) for r in relearned} == {
+        (e, h, "3") for e, h in runs
+    }
     assert all(0.0 <= float(r["forget_quality"]) <= 1.0 for r in relearned)
     md = (pipeline_dir / "results/report/summary.md").read_text()
     assert "## forget_mc (tofu_mc)" in md and "## memorisation (memorisation)" in md
@@ -104,15 +140,30 @@ def test_relearn_setting_reruns_relearning_only(pipeline_copy):
 def test_one_gamma_reruns_only_that_chain(pipeline_copy):
     _edit(pipeline_copy, lambda c: c["methods"]["blur_npo"]["grid"].update(gamma=[0.1, 0.5]))
     jobs = planned_jobs(run_snakemake(pipeline_copy, "-n"))
-    assert jobs == {"unlearn": 1, "convert": 1, "evaluate": 2, "evaluate_suites": 1, "relearn": 1,
-                    "report": 1, "all": 1}
+    assert jobs == {
+        "unlearn": 1,
+        "convert": 1,
+        "evaluate": 2,
+        "evaluate_suites": 1,
+        "relearn": 1,
+        "report": 1,
+        "all": 1,
+    }
 
 
 def test_finetune_epochs_rerun_everything_downstream(pipeline_copy):
     _edit(pipeline_copy, lambda c: c["finetune"].update(epochs=21))
     jobs = planned_jobs(run_snakemake(pipeline_copy, "-n"))
-    assert jobs == {"finetune": 2, "unlearn": N_RUNS, "convert": N_RUNS, "evaluate": N_EVALS,
-                    "evaluate_suites": N_UNITS, "relearn": N_RUNS, "report": 1, "all": 1}
+    assert jobs == {
+        "finetune": 2,
+        "unlearn": N_RUNS,
+        "convert": N_RUNS,
+        "evaluate": N_EVALS,
+        "evaluate_suites": N_UNITS,
+        "relearn": N_RUNS,
+        "report": 1,
+        "all": 1,
+    }
 
 
 def test_unrelated_file_reruns_nothing(pipeline_copy):
@@ -133,13 +184,17 @@ def test_configfile_is_the_whole_experiment(tmp_path):
     # a study file given with --configfile is not merged over the config.yaml beside it: a key
     # it leaves out (evaluations, relearn, a method) is the schema default, not config.yaml's
     write_config(tmp_path, copy.deepcopy(CI_CONFIG))
-    study = {k: v for k, v in copy.deepcopy(CI_CONFIG).items() if k not in ("evaluations", "relearn")}
+    study = {
+        k: v for k, v in copy.deepcopy(CI_CONFIG).items() if k not in ("evaluations", "relearn")
+    }
     study["methods"] = {"graddiff": CI_CONFIG["methods"]["graddiff"]}
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
     jobs = planned_jobs(run_snakemake(tmp_path, "-n", configfile="study.yaml"))
     assert jobs["unlearn"] == 1 and jobs["evaluate"] == 3
     assert "evaluate_suites" not in jobs and "relearn" not in jobs
-    assert planned_jobs(run_snakemake(tmp_path, "-n"))["unlearn"] == N_RUNS  # config.yaml alone: all of it
+    assert (
+        planned_jobs(run_snakemake(tmp_path, "-n"))["unlearn"] == N_RUNS
+    )  # config.yaml alone: all of it
     # --config overrides one key of the study file and keeps the rest of it
     proc = run_snakemake(tmp_path, "-n", "--config", "results=elsewhere", configfile="study.yaml")
     assert planned_jobs(proc)["unlearn"] == 1 and "elsewhere/report/summary.csv" in proc.stdout
@@ -155,10 +210,13 @@ def test_committed_study_configs_are_valid(study):
             pytest.skip(f"{study}: no data at {bench['source']} (BLUR_SHARED_DATA layout)")
     proc = run_snakemake(REPO, "-n", configfile=f"configs/{study}.yaml")
     runs = len(cfg["unlearn"]["seeds"]) * sum(
-        len(list(itertools.product(*m.get("grid", {}).values()))) for m in cfg["methods"].values())
+        len(list(itertools.product(*m.get("grid", {}).values()))) for m in cfg["methods"].values()
+    )
     jobs = planned_jobs(proc)
     if not (REPO / cfg["results"]).exists():  # a fresh clone (CI): the whole study is planned
-        assert jobs["unlearn"] == runs and jobs["evaluate"] == runs + 2 and jobs["report"] == 1, jobs
+        assert jobs["unlearn"] == runs and jobs["evaluate"] == runs + 2 and jobs["report"] == 1, (
+            jobs
+        )
     else:  # this checkout has run (part of) it already
         assert jobs.get("unlearn", 0) <= runs, jobs
 
@@ -169,21 +227,44 @@ def test_committed_study_configs_are_valid(study):
         (lambda c: c["finetune"].update(epocs=3), ["epocs", "config.yaml"]),
         (lambda c: c["unlearn"].update(seeds="zero"), ["seeds", "config.yaml"]),
         (lambda c: c["methods"].update(bad={"method": "blurr"}), ["blurr", "config.yaml"]),
-        (lambda c: c["methods"]["blur_npo"]["fixed"].update(gama=0.1), ["gama", "methods.blur_npo", "config.yaml"]),
-        (lambda c: c["benchmarks"].update(real={"kind": "tofu", "source": "./no/such/dir"}),
-         ["benchmarks.real.source", "./no/such/dir", "config.yaml"]),
-        (lambda c: c["evaluations"].update(x={"kind": "wmpd", "source": "."}), ["evaluations", "wmpd", "config.yaml"]),
-        (lambda c: c["evaluations"].update(x={"kind": "wmdp", "source": ".", "subsett": "bio"}),
-         ["evaluations.x.subsett", "config.yaml"]),
-        (lambda c: c["evaluations"].update(x={"kind": "mmlu", "source": "./no/mmlu"}),
-         ["evaluations.x.source", "./no/mmlu", "config.yaml"]),
+        (
+            lambda c: c["methods"]["blur_npo"]["fixed"].update(gama=0.1),
+            ["gama", "methods.blur_npo", "config.yaml"],
+        ),
+        (
+            lambda c: c["benchmarks"].update(real={"kind": "tofu", "source": "./no/such/dir"}),
+            ["benchmarks.real.source", "./no/such/dir", "config.yaml"],
+        ),
+        (
+            lambda c: c["evaluations"].update(x={"kind": "wmpd", "source": "."}),
+            ["evaluations", "wmpd", "config.yaml"],
+        ),
+        (
+            lambda c: c["evaluations"].update(x={"kind": "wmdp", "source": ".", "subsett": "bio"}),
+            ["evaluations.x.subsett", "config.yaml"],
+        ),
+        (
+            lambda c: c["evaluations"].update(x={"kind": "mmlu", "source": "./no/mmlu"}),
+            ["evaluations.x.source", "./no/mmlu", "config.yaml"],
+        ),
         (lambda c: c["relearn"].update(fraction=0), ["fraction", "config.yaml"]),
-        (lambda c: c["benchmarks"]["embedded"].update(retain_limit=10),
-         ["benchmarks.embedded.retain_limit applies to kind tofu only", "config.yaml"]),
+        (
+            lambda c: c["benchmarks"]["embedded"].update(retain_limit=10),
+            ["benchmarks.embedded.retain_limit applies to kind tofu only", "config.yaml"],
+        ),
     ],
-    ids=["misspelled-key", "wrong-type", "unknown-method", "unknown-hparam", "missing-data-path",
-         "unknown-suite-kind", "unknown-suite-key", "missing-suite-data", "bad-relearn-fraction",
-         "retain-limit-on-embedded"],
+    ids=[
+        "misspelled-key",
+        "wrong-type",
+        "unknown-method",
+        "unknown-hparam",
+        "missing-data-path",
+        "unknown-suite-kind",
+        "unknown-suite-key",
+        "missing-suite-data",
+        "bad-relearn-fraction",
+        "retain-limit-on-embedded",
+    ],
 )
 def test_bad_config_fails_before_any_job(tmp_path, mutate, expected):
     cfg = copy.deepcopy(CI_CONFIG)

@@ -11,6 +11,7 @@ never overwritten (the caller skips instead).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -29,13 +30,18 @@ def why_unavailable() -> str | None:
     """None if a test cluster can be started here, else the reason to skip."""
     missing = [d for d in DAEMONS if not shutil.which(d) and not Path(f"/usr/sbin/{d}").exists()]
     if missing:
-        return (f"SLURM not installed ({', '.join(missing)} not found): "
-                "apt-get install slurm-wlm munge (as .ci/run does) to run the SLURM tests")
+        return (
+            f"SLURM not installed ({', '.join(missing)} not found): "
+            "apt-get install slurm-wlm munge (as .ci/run does) to run the SLURM tests"
+        )
     if os.geteuid() != 0:
         return "the local SLURM test cluster needs root (it writes /etc/slurm and starts daemons)"
     conf = ETC / "slurm.conf"
     if conf.exists() and MARKER not in conf.read_text(errors="replace"):
-        return f"{conf} exists and was not written by these tests: refusing to replace a real cluster's config"
+        return (
+            f"{conf} exists and was not written by these tests: "
+            "refusing to replace a real cluster's config"
+        )
     return None
 
 
@@ -102,13 +108,19 @@ NodeName={self.host} CPUs={cpus} RealMemory={mem_mb} Gres=gpu:{N_GPUS} State=UNK
 PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
 """)
         (ETC / "gres.conf").write_text(
-            f"{MARKER}\nNodeName={self.host} Name=gpu File={s}/dev/fakegpu[0-{N_GPUS - 1}]\n")
+            f"{MARKER}\nNodeName={self.host} Name=gpu File={s}/dev/fakegpu[0-{N_GPUS - 1}]\n"
+        )
 
     # ------------------------------------------------------------------ lifecycle
     def _spawn(self, name: str, cmd: list[str]) -> None:
-        log = open(self.logs[name], "ab")
-        self.procs[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True)
+        log = open(self.logs[name], "ab")  # noqa: SIM115 (the daemon writes to it after we return)
+        self.procs[name] = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
     def _check_alive(self) -> None:
         for name, p in self.procs.items():
@@ -119,7 +131,7 @@ PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
         f = self.logs[name]
         return f.read_text(errors="replace")[-n:] if f.exists() else "(no log)"
 
-    def start(self, timeout: float = 60) -> "LocalSlurm":
+    def start(self, timeout: float = 60) -> LocalSlurm:
         self._write_config()
         run_munge = Path("/run/munge")
         run_munge.mkdir(parents=True, exist_ok=True)
@@ -140,17 +152,17 @@ PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
             if p.returncode == 0 and p.stdout.strip() in ("idle", "mixed", "allocated"):
                 return self
             if time.monotonic() > deadline:
-                raise TimeoutError(f"node not idle after {timeout}s (sinfo: {p.stdout.strip()} {p.stderr.strip()})\n"
-                                   f"slurmctld:\n{self.tail('slurmctld')}\nslurmd:\n{self.tail('slurmd')}")
+                raise TimeoutError(
+                    f"node not idle after {timeout}s (sinfo: {p.stdout.strip()} {p.stderr.strip()})\n"
+                    f"slurmctld:\n{self.tail('slurmctld')}\nslurmd:\n{self.tail('slurmd')}"
+                )
             time.sleep(0.5)
 
     def stop(self) -> None:
         """Cancel our jobs, then SIGTERM each daemon (SIGKILL after 10 s), by PID."""
         if "slurmctld" in self.procs and self.procs["slurmctld"].poll() is None:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired, OSError):
                 _run(["scancel", "--full", "--partition", "debug"], timeout=10)
-            except (subprocess.TimeoutExpired, OSError):
-                pass
         for name in ("slurmd", "slurmctld", "munged"):
             p = self.procs.get(name)
             if p is None or p.poll() is not None:

@@ -49,7 +49,13 @@ def _test_profile(dst: Path) -> Path:
     prof = yaml.safe_load((REPO / "slurm/config.yaml").read_text())
     prof.update(PROFILE_OVERRIDES)
     prof["default-resources"] = {"runtime": 30, "mem_mb": 1000}
-    prof["set-threads"] = {"unlearn": 1, "finetune": 2, "evaluate": 1, "evaluate_suites": 1, "relearn": 1}
+    prof["set-threads"] = {
+        "unlearn": 1,
+        "finetune": 2,
+        "evaluate": 1,
+        "evaluate_suites": 1,
+        "relearn": 1,
+    }
     for res in prof["set-resources"].values():
         res["mem_mb"] = 1000
         res["runtime"] = 30
@@ -78,32 +84,65 @@ def slurm_profile(tmp_path_factory) -> Path:
     return _test_profile(tmp_path_factory.mktemp("profile") / "slurm")
 
 
-def snakemake_cmd(workdir: Path, profile: Path, *args: str, timeout: int = SNAKEMAKE_TIMEOUT) -> list[str]:
+def snakemake_cmd(
+    workdir: Path, profile: Path, *args: str, timeout: int = SNAKEMAKE_TIMEOUT
+) -> list[str]:
     # `timeout -k`: a hung snakemake is killed (never hangs the test session)
-    return ["timeout", "-k", "20", str(timeout), snakemake_bin(), "--snakefile", str(REPO / "Snakefile"),
-            "--directory", str(workdir), "--configfile", str(workdir / "config.yaml"),
-            "--profile", str(profile), "--workflow-profile", str(REPO / "workflow/profiles/default"), *args]
+    return [
+        "timeout",
+        "-k",
+        "20",
+        str(timeout),
+        snakemake_bin(),
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        "--profile",
+        str(profile),
+        "--workflow-profile",
+        str(REPO / "workflow/profiles/default"),
+        *args,
+    ]
 
 
 def snakemake_env() -> dict:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
 
 
-def run_slurm_snakemake(workdir: Path, profile: Path, *args: str, log_name: str = "snakemake.log",
-                        timeout: int = SNAKEMAKE_TIMEOUT) -> tuple[int, str]:
+def run_slurm_snakemake(
+    workdir: Path,
+    profile: Path,
+    *args: str,
+    log_name: str = "snakemake.log",
+    timeout: int = SNAKEMAKE_TIMEOUT,
+) -> tuple[int, str]:
     """Run snakemake (bounded); its output goes to ``workdir/log_name`` and is returned."""
     out = workdir / log_name
     with open(out, "w") as fh:
-        rc = subprocess.run(snakemake_cmd(workdir, profile, *args, timeout=timeout), stdout=fh,
-                            stderr=subprocess.STDOUT, env=snakemake_env(), cwd=workdir,
-                            timeout=timeout + 60).returncode
+        rc = subprocess.run(
+            snakemake_cmd(workdir, profile, *args, timeout=timeout),
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=snakemake_env(),
+            cwd=workdir,
+            timeout=timeout + 60,
+        ).returncode
     return rc, out.read_text(errors="replace")
 
 
 def logs_of(workdir: Path) -> str:
     parts = []
-    for p in sorted((workdir / "results/logs").rglob("*.log")) + sorted((workdir / ".snakemake/slurm_logs").rglob("*.log")):
+    for p in sorted((workdir / "results/logs").rglob("*.log")) + sorted(
+        (workdir / ".snakemake/slurm_logs").rglob("*.log")
+    ):
         parts.append(f"--- {p}\n{p.read_text(errors='replace')[-1500:]}")
     return "\n".join(parts)[-12000:]
 
@@ -117,7 +156,9 @@ def slurm_pipeline(slurm_cluster, slurm_profile, tmp_path_factory):
     rc, out = run_slurm_snakemake(workdir, slurm_profile, "--verbose")
     wall = time.monotonic() - t0
     if rc != 0:
-        raise AssertionError(f"pipeline on SLURM failed (rc {rc}):\n{out[-6000:]}\n{logs_of(workdir)}\n"
-                             f"slurmctld:\n{slurm_cluster.tail('slurmctld')}")
+        raise AssertionError(
+            f"pipeline on SLURM failed (rc {rc}):\n{out[-6000:]}\n{logs_of(workdir)}\n"
+            f"slurmctld:\n{slurm_cluster.tail('slurmctld')}"
+        )
     print(f"\nSLURM pipeline: {wall:.0f} s")
     return workdir, out, wall

@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from tests.slurm.conftest import LONG_RUN, logs_of, run_slurm_snakemake, snakemake_cmd, snakemake_env
+from tests.slurm.conftest import (
+    LONG_RUN,
+    logs_of,
+    run_slurm_snakemake,
+    snakemake_cmd,
+    snakemake_env,
+)
 
 # the session fixture runs the whole pipeline on SLURM (~5 min on 2 cores) inside the first test
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -69,13 +75,17 @@ def _wait_for(pred, timeout: float, what: str, proc: subprocess.Popen | None = N
         if value:
             return value
         if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"snakemake exited (rc {proc.returncode}) while waiting for {what}")
+            raise AssertionError(
+                f"snakemake exited (rc {proc.returncode}) while waiting for {what}"
+            )
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def _running_unlearn_job() -> str | None:
-    p = subprocess.run(["squeue", "-h", "-o", "%i|%k|%T"], capture_output=True, text=True, timeout=10)
+    p = subprocess.run(
+        ["squeue", "-h", "-o", "%i|%k|%T"], capture_output=True, text=True, timeout=10
+    )
     for line in p.stdout.splitlines():
         job_id, comment, state = line.split("|")
         if comment.startswith("rule_unlearn") and state == "RUNNING":
@@ -87,18 +97,27 @@ def _attempts(log: str) -> list[str]:
     return re.findall(r"=== unlearn attempt .* SLURM_JOB_ID=(\d+) CUDA_VISIBLE_DEVICES=(\S+)", log)
 
 
-def _interrupt_long_run(slurm_profile, work: Path, log_file: Path, command: list[str],
-                        wait_s: int) -> tuple[int, str, Path]:
+def _interrupt_long_run(
+    slurm_profile, work: Path, log_file: Path, command: list[str], wait_s: int
+) -> tuple[int, str, Path]:
     """Start snakemake on LONG_RUN (from scratch) in ``work``, wait for its first checkpoint,
     run ``command + [job id]`` on the running unlearn job (scancel / scontrol requeue) and
     wait at most ``wait_s`` for snakemake to end. Returns (rc, job id, run dir)."""
     run = work / LONG_RUN
     shutil.rmtree(run)
     with open(log_file, "w") as fh:
-        proc = subprocess.Popen(snakemake_cmd(work, slurm_profile, f"{LONG_RUN}/model", timeout=600), stdout=fh,
-                                stderr=subprocess.STDOUT, env=snakemake_env(), cwd=work, start_new_session=True)
+        proc = subprocess.Popen(
+            snakemake_cmd(work, slurm_profile, f"{LONG_RUN}/model", timeout=600),
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=snakemake_env(),
+            cwd=work,
+            start_new_session=True,
+        )
     try:
-        _wait_for(lambda: list(run.glob("checkpoints/step-*/state.pt")), 300, "a first checkpoint", proc)
+        _wait_for(
+            lambda: list(run.glob("checkpoints/step-*/state.pt")), 300, "a first checkpoint", proc
+        )
         job_id = _wait_for(_running_unlearn_job, 30, "the running unlearn job in squeue", proc)
         assert not (run / "summary.json").exists(), f"the run finished before `{' '.join(command)}`"
         subprocess.run([*command, job_id], check=True, timeout=10)
@@ -112,7 +131,9 @@ def _interrupt_long_run(slurm_profile, work: Path, log_file: Path, command: list
 
 def _assert_same_weights(ref: Path, run: Path) -> None:
     a, b = _weights(ref / LONG_RUN / "model"), _weights(run / "model")
-    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a), "resumed weights differ from the uninterrupted run"
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a), (
+        "resumed weights differ from the uninterrupted run"
+    )
 
 
 def test_killed_unlearn_job_resumes_from_checkpoint(slurm_pipeline, slurm_profile, tmp_path):
@@ -126,8 +147,14 @@ def test_killed_unlearn_job_resumes_from_checkpoint(slurm_pipeline, slurm_profil
     rc, job_id, run = _interrupt_long_run(slurm_profile, work, first, ["scancel"], wait_s=300)
     out = first.read_text(errors="replace")
     assert rc != 0, out[-3000:]
-    assert f"results/logs/unlearn/embedded/tiny/{LONG_RUN.split('runs/')[1]}.log" in out, out[-3000:]
-    steps = sorted(int(p.name.split("-")[1]) for p in run.glob("checkpoints/step-*") if (p / "state.pt").exists())
+    assert f"results/logs/unlearn/embedded/tiny/{LONG_RUN.split('runs/')[1]}.log" in out, out[
+        -3000:
+    ]
+    steps = sorted(
+        int(p.name.split("-")[1])
+        for p in run.glob("checkpoints/step-*")
+        if (p / "state.pt").exists()
+    )
     assert steps, "checkpoints did not survive the failed job"
     assert not (run / "final").exists() and not (run / "summary.json").exists()
 
@@ -136,14 +163,21 @@ def test_killed_unlearn_job_resumes_from_checkpoint(slurm_pipeline, slurm_profil
     summary = json.loads((run / "summary.json").read_text())
     assert summary["resumed_from"] >= steps[-1] > 0, (summary, steps)
     _assert_same_weights(ref, run)
-    log = (work / f"results/logs/unlearn/embedded/tiny/{LONG_RUN.split('runs/')[1]}.log").read_text()
+    log = (
+        work / f"results/logs/unlearn/embedded/tiny/{LONG_RUN.split('runs/')[1]}.log"
+    ).read_text()
     attempts = _attempts(log)  # (Snakemake removes the killed job's log with its outputs)
     assert attempts and attempts[-1][0] != job_id, log[-3000:]
-    print(f"\nkilled job {job_id} after checkpoint step {steps[-1]}; rerun resumed_from={summary['resumed_from']}; "
-          f"attempts (job id, CUDA_VISIBLE_DEVICES): {attempts}")
+    print(
+        f"\nkilled job {job_id} after checkpoint step {steps[-1]}; rerun "
+        f"resumed_from={summary['resumed_from']}; "
+        f"attempts (job id, CUDA_VISIBLE_DEVICES): {attempts}"
+    )
 
 
-def test_failing_rule_on_slurm_exits_nonzero_and_names_its_log(slurm_pipeline, slurm_profile, tmp_path):
+def test_failing_rule_on_slurm_exits_nonzero_and_names_its_log(
+    slurm_pipeline, slurm_profile, tmp_path
+):
     ref = slurm_pipeline[0]
     work = _copy(ref, tmp_path / "w")
     # break the unlearn jobs' input model (mtime kept, so nothing upstream reruns)
@@ -153,8 +187,15 @@ def test_failing_rule_on_slurm_exits_nonzero_and_names_its_log(slurm_pipeline, s
     os.utime(cfg, ns=(st.st_atime_ns, st.st_mtime_ns))
     run = "blur_npo/gamma=0.1@seed=0"
     t0 = time.monotonic()
-    rc, out = run_slurm_snakemake(work, slurm_profile, f"results/embedded/tiny/runs/{run}/model",
-                                  "--forcerun", "unlearn", log_name="fail.log", timeout=300)
+    rc, out = run_slurm_snakemake(
+        work,
+        slurm_profile,
+        f"results/embedded/tiny/runs/{run}/model",
+        "--forcerun",
+        "unlearn",
+        log_name="fail.log",
+        timeout=300,
+    )
     wall = time.monotonic() - t0
     assert rc != 0, out[-3000:]
     assert "Error in rule unlearn" in out, out[-3000:]
@@ -164,20 +205,26 @@ def test_failing_rule_on_slurm_exits_nonzero_and_names_its_log(slurm_pipeline, s
     print(f"\nfailing unlearn job: snakemake rc {rc} after {wall:.0f} s")
 
 
-def test_requeued_unlearn_job_resumes_in_the_same_snakemake_run(slurm_pipeline, slurm_profile, tmp_path):
+def test_requeued_unlearn_job_resumes_in_the_same_snakemake_run(
+    slurm_pipeline, slurm_profile, tmp_path
+):
     """Preemption as SLURM does it: `scontrol requeue` kills the running unlearn job and
     starts it again under the same job id (profile: slurm-requeue); snakemake keeps waiting,
     the second start resumes from the checkpoint, and the weights equal the uninterrupted run's."""
     ref = slurm_pipeline[0]
     work = _copy(ref, tmp_path / "w")
     log_file = work / "requeue.log"
-    rc, job_id, run = _interrupt_long_run(slurm_profile, work, log_file, ["scontrol", "requeue"], wait_s=600)
+    rc, job_id, run = _interrupt_long_run(
+        slurm_profile, work, log_file, ["scontrol", "requeue"], wait_s=600
+    )
     out = log_file.read_text(errors="replace")
     assert rc == 0, f"{out[-4000:]}\n{logs_of(work)}"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["resumed_from"] > 0, summary
     _assert_same_weights(ref, run)
-    log = (work / f"results/logs/unlearn/embedded/tiny/{LONG_RUN.split('runs/')[1]}.log").read_text()
+    log = (
+        work / f"results/logs/unlearn/embedded/tiny/{LONG_RUN.split('runs/')[1]}.log"
+    ).read_text()
     attempts = _attempts(log)
     assert attempts and {a[0] for a in attempts} == {job_id}, log[-3000:]  # same job id: requeued
     print(f"\nrequeued job {job_id}; resumed_from={summary['resumed_from']}; attempts: {attempts}")

@@ -24,7 +24,13 @@ import pytest
 import torch
 
 import blur_core.bilevel as bilevel
-from blur_core.bilevel import DirectionStats, blur_direction, clip_coefficient, partial_sums, weighted_sum
+from blur_core.bilevel import (
+    DirectionStats,
+    blur_direction,
+    clip_coefficient,
+    partial_sums,
+    weighted_sum,
+)
 
 F64 = torch.float64
 SQRT5, SQRT2 = math.sqrt(5.0), math.sqrt(2.0)
@@ -83,7 +89,7 @@ def test_blur_direction_hand_values(variant, gamma):
 
 def test_default_variant_is_forget_priority():
     forget, retain = small()
-    d, stats = blur_direction(forget, retain, 0.5)
+    d, _stats = blur_direction(forget, retain, 0.5)
     assert as_list(d) == pytest.approx([0.1, 1.0, 1.2], rel=1e-12)
 
 
@@ -95,7 +101,9 @@ def test_multidim_tensors_keep_shape():
     d, stats = blur_direction(forget, retain, 1.0)
     assert d[0].shape == (2, 2)
     third = 1.0 / 3.0
-    assert d[0].reshape(-1).tolist() == pytest.approx([1 + 2 * third, 4 * third, 1.0, 1 + 2 * third], rel=1e-12)
+    assert d[0].reshape(-1).tolist() == pytest.approx(
+        [1 + 2 * third, 4 * third, 1.0, 1 + 2 * third], rel=1e-12
+    )
     assert float(stats.xi) == pytest.approx(2 * third, rel=1e-12)
 
 
@@ -108,7 +116,7 @@ def _property_residual(variant, gamma, dtype, seed=0):
     gen = torch.Generator().manual_seed(seed)
     forget = randn_list(gen, SHAPES, dtype)
     retain = randn_list(gen, SHAPES, dtype)
-    d, stats = blur_direction(forget, retain, gamma, variant=variant)
+    d, _stats = blur_direction(forget, retain, gamma, variant=variant)
     prio = forget if variant == "forget_priority" else retain
     lhs = fdot(d, prio)
     rhs = gamma * fdot(prio, prio)
@@ -176,7 +184,7 @@ def test_fallback_tiny_forget_with_large_eps():
     assert float(stats.fallback) == 1.0
     assert float(stats.xi) == 0.0
     # same input with the default eps: no fallback, xi = 0.5 - 2e-3 / 5e-6 = -399.5
-    d2, stats2 = blur_direction(forget, retain, 0.5)
+    _d2, stats2 = blur_direction(forget, retain, 0.5)
     assert float(stats2.fallback) == 0.0
     assert float(stats2.xi) == pytest.approx(-399.5, rel=1e-5)
 
@@ -252,7 +260,9 @@ def _full_and_shards():
 
 def _sums_of(shard):
     forget, retain = shard
-    return torch.tensor([fdot(retain, forget), fdot(forget, forget), fdot(retain, retain)], dtype=F64)
+    return torch.tensor(
+        [fdot(retain, forget), fdot(forget, forget), fdot(retain, retain)], dtype=F64
+    )
 
 
 class AddOther:
@@ -289,7 +299,7 @@ def test_all_reduce_sharded_equals_unsharded(variant):
 
 
 def test_all_reduce_called_once_per_call():
-    full, shard0, shard1 = _full_and_shards()
+    _full, shard0, shard1 = _full_and_shards()
     ar = AddOther(_sums_of(shard1))
     for _ in range(3):
         blur_direction(*shard0, 0.3, all_reduce=ar)
@@ -300,7 +310,7 @@ def test_all_reduce_called_once_per_call():
 
 
 def test_forgetting_all_reduce_changes_xi():
-    full, shard0, shard1 = _full_and_shards()
+    full, shard0, _shard1 = _full_and_shards()
     _, st_full = blur_direction(*full, 0.3)
     _, st_local = blur_direction(*shard0, 0.3)  # no all_reduce: local sums only
     assert float(st_local.xi) != pytest.approx(float(st_full.xi), rel=1e-3)
@@ -343,8 +353,8 @@ def test_no_host_sync_inside_combiners(monkeypatch):
         monkeypatch.setattr(torch.Tensor, attr, boom)
     try:
         _, st = blur_direction(forget, retain, 0.5)
-        _, st_r = blur_direction(forget, retain, 0.5, variant="retain_priority")
-        _, st_w = weighted_sum(forget, retain, 1.0, 1.0)
+        _, _st_r = blur_direction(forget, retain, 0.5, variant="retain_priority")
+        _, _st_w = weighted_sum(forget, retain, 1.0, 1.0)
         coef = clip_coefficient(st.norm_d, 1.0)
     except AssertionError as exc:  # pragma: no cover - only on failure
         monkeypatch.undo()
@@ -388,7 +398,9 @@ def test_low_precision_inputs(dtype, variant):
     d, stats = blur_direction(forget, retain, 0.5, variant=variant)
     assert all(t.dtype == dtype for t in d)
     tol = 1e-6 if dtype == torch.float32 else 1e-2
-    assert [float(v) for t in d for v in t.float().reshape(-1)] == pytest.approx(d_exp, rel=tol, abs=tol)
+    assert [float(v) for t in d for v in t.float().reshape(-1)] == pytest.approx(
+        d_exp, rel=tol, abs=tol
+    )
     for name in DirectionStats.names():
         assert getattr(stats, name).dtype == F64, name
     # integer-valued inputs: the sums are exact even in bf16
@@ -500,7 +512,9 @@ def test_clip_applied_to_direction_gives_max_norm():
     assert math.sqrt(fdot(scaled, scaled)) == pytest.approx(1.5, rel=1e-12)
 
 
-@pytest.mark.parametrize(("norm", "max_norm"), [(0.5, 1.0), (1.0, 1.0), (3.0, None), (0.0, 1.0), (0.0, None)])
+@pytest.mark.parametrize(
+    ("norm", "max_norm"), [(0.5, 1.0), (1.0, 1.0), (3.0, None), (0.0, 1.0), (0.0, None)]
+)
 def test_clip_is_one(norm, max_norm):
     c = clip_coefficient(torch.tensor(norm, dtype=F64), max_norm)
     assert float(c) == 1.0

@@ -51,9 +51,24 @@ def test_blur_defaults_objective():
 
 
 def test_blur_hparams_reach_objective():
-    obj = build_objective("blur", {"gamma": 0.3, "variant": "retain_priority", "forget_loss": "simnpo",
-                                   "retain_loss": "kl", "beta": 2.5, "delta": 0.5, "eps": 1e-8})
-    assert (obj.gamma, obj.variant, obj.forget_loss, obj.retain_loss) == (0.3, "retain_priority", "simnpo", "kl")
+    obj = build_objective(
+        "blur",
+        {
+            "gamma": 0.3,
+            "variant": "retain_priority",
+            "forget_loss": "simnpo",
+            "retain_loss": "kl",
+            "beta": 2.5,
+            "delta": 0.5,
+            "eps": 1e-8,
+        },
+    )
+    assert (obj.gamma, obj.variant, obj.forget_loss, obj.retain_loss) == (
+        0.3,
+        "retain_priority",
+        "simnpo",
+        "kl",
+    )
     assert (obj.beta, obj.delta, obj.eps) == (2.5, 0.5, 1e-8)
 
 
@@ -69,9 +84,19 @@ def test_weighted_methods_objective():
     assert (simnpo.forget_loss, simnpo.beta) == ("simnpo", 2.5)
     assert build_objective("idk").forget_loss == "idk"
     rmu = build_objective("rmu", {"rmu_layer": 3})
-    assert (rmu.forget_loss, rmu.retain_loss, rmu.rmu_layer, rmu.retain_weight) == ("rmu", "rmu", 3, 1200.0)
+    assert (rmu.forget_loss, rmu.retain_loss, rmu.rmu_layer, rmu.retain_weight) == (
+        "rmu",
+        "rmu",
+        3,
+        1200.0,
+    )
     sft = build_objective("sft")
-    assert (sft.forget_loss, sft.retain_loss, sft.forget_weight, sft.retain_weight) == (None, "nll", 0.0, 1.0)
+    assert (sft.forget_loss, sft.retain_loss, sft.forget_weight, sft.retain_weight) == (
+        None,
+        "nll",
+        0.0,
+        1.0,
+    )
 
 
 def test_unknown_method_names_it_and_lists_valid():
@@ -196,8 +221,13 @@ def test_infinite_gamma_rejected_by_config():
 )
 def test_objective_properties(method, hp, expected):
     obj = build_objective(method, hp)
-    got = (obj.uses_forget, obj.uses_retain, obj.needs_reference_model, obj.needs_reference_logprobs,
-           obj.forget_answers)
+    got = (
+        obj.uses_forget,
+        obj.uses_retain,
+        obj.needs_reference_model,
+        obj.needs_reference_logprobs,
+        obj.forget_answers,
+    )
     assert got == expected
 
 
@@ -215,13 +245,30 @@ def test_resolved_hparams_fills_defaults():
     assert resolved_hparams("blur") == BLUR_DEFAULTS
     assert resolved_hparams("blur", {"gamma": 2}) == {**BLUR_DEFAULTS, "gamma": 2.0}
     assert resolved_hparams("graddiff", {"retain_weight": 0}) == {
-        "forget_weight": 1.0, "retain_weight": 0.0, "retain_loss": "nll"}
-    assert resolved_hparams("npo") == {"forget_weight": 1.0, "retain_weight": 1.0, "retain_loss": "nll",
-                                       "beta": 0.1}
-    assert resolved_hparams("simnpo") == {"forget_weight": 1.0, "retain_weight": 1.0, "retain_loss": "nll",
-                                          "beta": 2.5, "delta": 0.0}
-    assert resolved_hparams("rmu") == {"rmu_layer": 7, "steering_coeff": 6.5, "retain_weight": 1200.0,
-                                       "forget_weight": 1.0, "rmu_seed": 0}
+        "forget_weight": 1.0,
+        "retain_weight": 0.0,
+        "retain_loss": "nll",
+    }
+    assert resolved_hparams("npo") == {
+        "forget_weight": 1.0,
+        "retain_weight": 1.0,
+        "retain_loss": "nll",
+        "beta": 0.1,
+    }
+    assert resolved_hparams("simnpo") == {
+        "forget_weight": 1.0,
+        "retain_weight": 1.0,
+        "retain_loss": "nll",
+        "beta": 2.5,
+        "delta": 0.0,
+    }
+    assert resolved_hparams("rmu") == {
+        "rmu_layer": 7,
+        "steering_coeff": 6.5,
+        "retain_weight": 1200.0,
+        "forget_weight": 1.0,
+        "rmu_seed": 0,
+    }
     assert resolved_hparams("ga") == {"forget_weight": 1.0}
     assert resolved_hparams("sft") == {}
 
@@ -268,7 +315,9 @@ def test_minimal_config_parses(minimal, files):
 
 
 def test_method_settings_parse(minimal):
-    cfg = parse_run_config({**minimal, "method": {"name": "blur", "gamma": 0.5, "retain_loss": "kl"}})
+    cfg = parse_run_config(
+        {**minimal, "method": {"name": "blur", "gamma": 0.5, "retain_loss": "kl"}}
+    )
     obj = cfg.objective()
     assert (obj.gamma, obj.retain_loss) == (0.5, "kl")
 
@@ -369,14 +418,23 @@ def test_method_needing_retain_without_retain_set(minimal):
 
 def test_sets_not_needed_may_be_absent(minimal):
     # sft uses only the retain set; ga only the forget set; graddiff with retain_weight 0 too.
-    parse_run_config({**minimal, "method": {"name": "sft"}, "data": {"retain": minimal["data"]["retain"]}})
-    parse_run_config({**minimal, "method": {"name": "ga"}, "data": {"forget": minimal["data"]["forget"]}})
-    parse_run_config({**minimal, "method": {"name": "graddiff", "retain_weight": 0},
-                      "data": {"forget": minimal["data"]["forget"]}})
+    parse_run_config(
+        {**minimal, "method": {"name": "sft"}, "data": {"retain": minimal["data"]["retain"]}}
+    )
+    parse_run_config(
+        {**minimal, "method": {"name": "ga"}, "data": {"forget": minimal["data"]["forget"]}}
+    )
+    parse_run_config(
+        {
+            **minimal,
+            "method": {"name": "graddiff", "retain_weight": 0},
+            "data": {"forget": minimal["data"]["forget"]},
+        }
+    )
 
 
 def test_method_without_name_raises(minimal):
-    with pytest.raises(ConfigError, match="method.name is required"):
+    with pytest.raises(ConfigError, match=r"method\.name is required"):
         parse_run_config({**minimal, "method": {"gamma": 0.1}})
 
 
@@ -407,8 +465,10 @@ def test_load_run_config_yaml_and_overrides(minimal, tmp_path):
     cfg = load_run_config(path)
     assert cfg.train.lr == 1e-5 and cfg.objective().gamma == 0.2
 
-    cfg = load_run_config(path, {"train.lr": 0.5, "method.gamma": 0.3, "train.micro_batch_size": 2,
-                                 "tokenizer": "tok"})
+    cfg = load_run_config(
+        path,
+        {"train.lr": 0.5, "method.gamma": 0.3, "train.micro_batch_size": 2, "tokenizer": "tok"},
+    )
     assert cfg.train.lr == 0.5
     assert cfg.train.micro_batch_size == 2
     assert cfg.objective().gamma == 0.3
@@ -434,7 +494,7 @@ def test_load_run_config_bad_override_named(minimal, tmp_path):
 
 def test_load_run_config_missing_file(tmp_path):
     path = tmp_path / "absent.yaml"
-    with pytest.raises(FileNotFoundError, match="absent.yaml"):
+    with pytest.raises(FileNotFoundError, match=r"absent\.yaml"):
         load_run_config(path)
 
 

@@ -77,14 +77,16 @@ def test_json_list_and_wrapped_object(tmp_path):
 def test_json_object_with_several_keys_rejected(tmp_path):
     path = tmp_path / "bad.json"
     path.write_text(json.dumps({"a": [], "b": []}))
-    with pytest.raises(ValueError, match="bad.json"):
+    with pytest.raises(ValueError, match=r"bad\.json"):
         load_records(path)
 
 
 def test_json_lines_in_json_file(tmp_path):
     """The TOFU files on the hub are JSON Lines with a .json extension."""
-    records = [{"question": "q1", "answer": "a1", "perturbed_answer": ["x", "y"]},
-               {"question": "q2", "answer": "a2"}]
+    records = [
+        {"question": "q1", "answer": "a1", "perturbed_answer": ["x", "y"]},
+        {"question": "q2", "answer": "a2"},
+    ]
     path = tmp_path / "forget01.json"
     path.write_text("".join(json.dumps(r) + "\n" for r in records) + "\n")
     assert load_records(path) == records
@@ -108,11 +110,11 @@ def test_json_lines_in_json_file_bad_line_names_file_and_line(tmp_path):
 def test_json_wrapper_and_pretty_object_still_rejected(tmp_path):
     path = tmp_path / "pretty.json"
     path.write_text(json.dumps({"question": "q", "answer": "a"}, indent=2))
-    with pytest.raises(ValueError, match="pretty.json"):
+    with pytest.raises(ValueError, match=r"pretty\.json"):
         load_records(path)
     wrapped = tmp_path / "wrapped.json"
     wrapped.write_text(json.dumps({"data": [{"a": 1}], "meta": [{"b": 2}]}))
-    with pytest.raises(ValueError, match="wrapped.json"):
+    with pytest.raises(ValueError, match=r"wrapped\.json"):
         load_records(wrapped)
 
 
@@ -123,7 +125,7 @@ def test_txt_is_one_record(tmp_path):
 
 def test_missing_file_names_path(tmp_path):
     path = tmp_path / "nope.jsonl"
-    with pytest.raises(FileNotFoundError, match="nope.jsonl"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.jsonl"):
         load_records(path)
 
 
@@ -180,7 +182,9 @@ def test_encode_qa_chat_template(chat_tokenizer, qa_records):
     rec = qa_records[1]
     enc = encode_qa(chat_tokenizer, rec["question"], rec["answer"], QAFormat(), max_length=128)
     ids, labels = enc["input_ids"], enc["labels"]
-    prompt = chat_tokenizer("<s> User: " + rec["question"] + " Assistant:", add_special_tokens=False)
+    prompt = chat_tokenizer(
+        "<s> User: " + rec["question"] + " Assistant:", add_special_tokens=False
+    )
     n_prompt = len(prompt["input_ids"])
     assert ids[:n_prompt] == prompt["input_ids"]
     assert labels[:n_prompt] == [IGNORE_INDEX] * n_prompt
@@ -193,7 +197,9 @@ def test_encode_qa_chat_template(chat_tokenizer, qa_records):
 
 def test_chat_template_forced_off_and_forced_on(tokenizer, chat_tokenizer, qa_records):
     rec = qa_records[0]
-    off = encode_qa(chat_tokenizer, rec["question"], rec["answer"], QAFormat(use_chat_template=False))
+    off = encode_qa(
+        chat_tokenizer, rec["question"], rec["answer"], QAFormat(use_chat_template=False)
+    )
     assert off["input_ids"][0] == chat_tokenizer.bos_token_id
     with pytest.raises(ValueError, match="chat_template"):
         encode_qa(tokenizer, rec["question"], rec["answer"], QAFormat(use_chat_template=True))
@@ -242,7 +248,7 @@ def test_qa_dataset_idk_override(tokenizer, qa_records):
 
 
 def test_qa_dataset_missing_field(tokenizer):
-    with pytest.raises(ValueError, match="record 1.*'answer'"):
+    with pytest.raises(ValueError, match=r"record 1.*'answer'"):
         QADataset([{"question": "a", "answer": "b"}, {"question": "c"}], tokenizer)
 
 
@@ -326,7 +332,9 @@ def test_embedded_people_and_questions():
     qa = make_qa(people, questions_per_person=5, seed=0)
     assert len(qa) == 150
     for rec in qa:
-        assert {"question", "answer", "paraphrased_answer", "perturbed_answer", "person"} <= set(rec)
+        assert {"question", "answer", "paraphrased_answer", "perturbed_answer", "person"} <= set(
+            rec
+        )
         assert len(rec["perturbed_answer"]) >= 3
         assert rec["answer"] not in rec["perturbed_answer"]
         assert len(set(rec["perturbed_answer"])) == len(rec["perturbed_answer"])

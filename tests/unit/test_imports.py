@@ -30,8 +30,10 @@ def import_graph() -> dict[str, set[str]]:
             elif isinstance(node, ast.ImportFrom):
                 base = node.module or ""
                 if node.level:  # relative import
-                    base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1]
-                                    + ([base] if base else []))
+                    base = ".".join(
+                        package.split(".")[: len(package.split(".")) - node.level + 1]
+                        + ([base] if base else [])
+                    )
                 for alias in node.names:
                     target = f"{base}.{alias.name}"
                     edges.add(target if target in files else base)
@@ -92,15 +94,22 @@ def test_only_zero_imports_deepspeed():
     importers = []
     for path in PACKAGE.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             if any(n == "deepspeed" or n.startswith("deepspeed.") for n in names):
                 importers.append(_module_name(path))
     assert set(importers) == {"blur_core.train.zero"}
 
 
 def test_importing_the_library_loads_neither_deepspeed_nor_snakemake():
-    code = ("import sys, blur_core.cli, blur_core.pipeline, blur_core.train.loop, blur_core.convert; "
-            "print(sorted(m for m in ('deepspeed', 'snakemake') if m in sys.modules))")
+    code = (
+        "import sys, blur_core.cli, blur_core.pipeline, blur_core.train.loop, blur_core.convert; "
+        "print(sorted(m for m in ('deepspeed', 'snakemake') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

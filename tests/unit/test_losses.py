@@ -409,7 +409,9 @@ def test_bf16_logits_accepted():
 @pytest.mark.parametrize("beta", [0, 0.0, -1.5, float("nan"), float("inf")])
 def test_bad_beta_raises(beta):
     logits, labels = toy()
-    with pytest.raises(ValueError, match=r"beta.*" + repr(beta).replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(
+        ValueError, match=r"beta.*" + repr(beta).replace("(", r"\(").replace(")", r"\)")
+    ):
         L.npo_loss(logits, labels, torch.tensor(S), beta)
     with pytest.raises(ValueError, match="beta"):
         L.simnpo_loss(logits, labels, beta, 0.0)
@@ -417,7 +419,7 @@ def test_bad_beta_raises(beta):
 
 def test_bad_delta_raises():
     logits, labels = toy()
-    with pytest.raises(ValueError, match="delta.*nan"):
+    with pytest.raises(ValueError, match=r"delta.*nan"):
         L.simnpo_loss(logits, labels, 1.0, float("nan"))
 
 
@@ -452,7 +454,7 @@ def test_rmu_validation():
         L.rmu_forget_loss(acts, torch.ones(2, 3), torch.zeros(2))
     with pytest.raises(ValueError, match=r"\(2, 2, 3\)"):
         L.rmu_retain_loss(acts, torch.zeros(2, 2, 3), mask)
-    with pytest.raises(ValueError, match="hidden_size.*0"):
+    with pytest.raises(ValueError, match=r"hidden_size.*0"):
         L.rmu_control_vector(0, 1.0, seed=0)
-    with pytest.raises(ValueError, match="steering_coeff.*-2"):
+    with pytest.raises(ValueError, match=r"steering_coeff.*-2"):
         L.rmu_control_vector(4, -2.0, seed=0)

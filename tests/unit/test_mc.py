@@ -9,21 +9,40 @@ import math
 import pytest
 import torch
 
-from blur_core.data.mc import MC_TOPICS, MMLU_SUBJECTS, MCItem, load_mmlu, load_wmdp, mc_topic, select_items
+from blur_core.data.mc import (
+    MC_TOPICS,
+    MMLU_SUBJECTS,
+    MCItem,
+    load_mmlu,
+    load_wmdp,
+    mc_topic,
+    select_items,
+)
 from blur_core.eval.mc import encode_pair, evaluate_mc, mc_accuracy, mc_context, mc_continuations
 from blur_core.tiny import build_tiny_llama, build_tokenizer
 
-ITEM = MCItem(question="  What is 2 + 2?\n", choices=("3", "4", "five", "22"), answer=1,
-              subject="wmdp_bio", source="t.json:0")
+ITEM = MCItem(
+    question="  What is 2 + 2?\n",
+    choices=("3", "4", "five", "22"),
+    answer=1,
+    subject="wmdp_bio",
+    source="t.json:0",
+)
 
 
 def _items(n: int = 6) -> list[MCItem]:
     """``n`` items of different lengths over three subjects."""
     subjects = ["wmdp_bio", "abstract_algebra", "high_school_us_history"]
-    return [MCItem(question="Which one is right ?" + " really" * (3 * i % 7),
-                   choices=tuple(f"option {k} of {i}" + " long" * ((i + k) % 3) for k in range(4)),
-                   answer=i % 4, subject=subjects[i % 3], source=f"mem:{i}")
-            for i in range(n)]
+    return [
+        MCItem(
+            question="Which one is right ?" + " really" * (3 * i % 7),
+            choices=tuple(f"option {k} of {i}" + " long" * ((i + k) % 3) for k in range(4)),
+            answer=i % 4,
+            subject=subjects[i % 3],
+            source=f"mem:{i}",
+        )
+        for i in range(n)
+    ]
 
 
 # ---------------------------------------------------------------------------
@@ -39,15 +58,20 @@ def test_mc_context_is_lm_eval_zero_shot_prompt_literal():
     assert mc_continuations() == (" A", " B", " C", " D")
     mmlu = MCItem("Q?", ("a", "b", "c", "d"), 0, "high_school_us_history", "x:0")
     assert mc_context(mmlu).startswith(
-        "The following are multiple choice questions (with answers) about high school us history.\n\nQ?\nA. a")
-    assert mc_context(mmlu, topic="history").startswith("The following are multiple choice questions "
-                                                        "(with answers) about history.\n\n")
+        "The following are multiple choice questions (with answers) about high school us history.\n\nQ?\nA. a"
+    )
+    assert mc_context(mmlu, topic="history").startswith(
+        "The following are multiple choice questions (with answers) about history.\n\n"
+    )
 
 
 def test_topics_cover_wmdp_and_all_mmlu_subjects():
     assert len(MMLU_SUBJECTS) == 57
     assert (mc_topic("wmdp_bio"), mc_topic("wmdp_chem"), mc_topic("wmdp_cyber")) == (
-        "biology", "chemistry", "cybersecurity")
+        "biology",
+        "chemistry",
+        "cybersecurity",
+    )
     assert mc_topic("college_computer_science") == "college computer science"
     assert len(MC_TOPICS) == 60
     with pytest.raises(ValueError, match="'astrology'"):
@@ -57,10 +81,12 @@ def test_topics_cover_wmdp_and_all_mmlu_subjects():
 
 
 def test_mc_accuracy_by_hand():
-    logliks = [[-1.0, -2.0, -3.0, -4.0],   # pred 0, answer 0: right
-               [-5.0, -0.5, -0.7, -9.0],   # pred 1, answer 2: wrong
-               [-1.0, -1.0, -3.0, -1.0],   # tie -> first maximum (0), answer 0: right
-               [-9.0, -8.0, -7.0, -6.0]]   # pred 3, answer 3: right
+    logliks = [
+        [-1.0, -2.0, -3.0, -4.0],  # pred 0, answer 0: right
+        [-5.0, -0.5, -0.7, -9.0],  # pred 1, answer 2: wrong
+        [-1.0, -1.0, -3.0, -1.0],  # tie -> first maximum (0), answer 0: right
+        [-9.0, -8.0, -7.0, -6.0],
+    ]  # pred 3, answer 3: right
     assert mc_accuracy(logliks, [0, 2, 0, 3]) == pytest.approx(0.75)
     assert mc_accuracy(logliks, [1, 1, 3, 0]) == pytest.approx(0.25)  # the tie does not count for 3
     assert math.isnan(mc_accuracy([], []))
@@ -132,7 +158,9 @@ def test_left_truncation_to_max_length_as_lm_eval():
     model, tok = Bigram(), CharTokenizer()
     full = evaluate_mc(model, tok, [ITEM], batch_size=1)["per_example"][0]["loglik"]
     with pytest.warns(UserWarning, match="1 of 1 items exceed max_length=3"):
-        short = evaluate_mc(model, tok, [ITEM], batch_size=1, max_length=3)["per_example"][0]["loglik"]
+        short = evaluate_mc(model, tok, [ITEM], batch_size=1, max_length=3)["per_example"][0][
+            "loglik"
+        ]
     assert short == pytest.approx(full, abs=1e-6)
     with pytest.raises(ValueError, match="max_length=1"):
         evaluate_mc(model, tok, [ITEM], max_length=1)  # " A" has 2 tokens > 1
@@ -158,7 +186,9 @@ def tiny():
     items = _items(7)
     texts = [mc_context(it) + " A B C D" for it in items]
     tok = build_tokenizer(texts)
-    model = build_tiny_llama(tok, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, seed=1)
+    model = build_tiny_llama(
+        tok, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, seed=1
+    )
     with torch.no_grad():  # sharpen the random init so that scores differ visibly between choices
         model.lm_head.weight.mul_(20.0)
     return model, tok, items
@@ -194,20 +224,26 @@ def test_right_padding_does_not_change_scores(tiny):
     # items[0] is short, items[2] long: in one batch item 0 is right-padded
     alone = evaluate_mc(model, tok, [items[0]], batch_size=1)["per_example"][0]["loglik"]
     for batch_size in (2, 7):
-        padded = evaluate_mc(model, tok, [items[2], items[0]] + items[3:], batch_size=batch_size)
+        padded = evaluate_mc(model, tok, [items[2], items[0], *items[3:]], batch_size=batch_size)
         assert padded["per_example"][1]["loglik"] == pytest.approx(alone, abs=1e-5)
 
 
 def test_general_path_on_tiny_llama_matches_per_pair_forward():
     tok = CharTokenizer()
-    model = build_tiny_llama(tok, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
-                             max_position_embeddings=512)
+    model = build_tiny_llama(
+        tok,
+        hidden_size=32,
+        num_layers=1,
+        num_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+    )
     items = _items(3)
     out = evaluate_mc(model, tok, items, batch_size=5)
     for item, row in zip(items, out["per_example"]):
         ctx = [ord(c) for c in mc_context(item)]
         for k, letter in enumerate("ABCD"):
-            whole = ctx + [ord(" "), ord(letter)]
+            whole = [*ctx, ord(" "), ord(letter)]
             with torch.no_grad():
                 logp = torch.log_softmax(model(torch.tensor([whole[:-1]])).logits[0].double(), -1)
             expected = (logp[-2, ord(" ")] + logp[-1, ord(letter)]).item()
@@ -221,10 +257,17 @@ def test_matches_lm_eval_hflm_on_tiny_llama(tiny):
 
     model, tok, items = tiny
     lm = HFLM(pretrained=model, tokenizer=tok, batch_size=3)
-    requests = [Instance("loglikelihood", {}, (mc_context(it), cont), idx=k)
-                for it in items for k, cont in enumerate(mc_continuations())]
+    requests = [
+        Instance("loglikelihood", {}, (mc_context(it), cont), idx=k)
+        for it in items
+        for k, cont in enumerate(mc_continuations())
+    ]
     theirs = [ll for ll, _ in lm.loglikelihood(requests, disable_tqdm=True)]
-    ours = [ll for row in evaluate_mc(model, tok, items, batch_size=3)["per_example"] for ll in row["loglik"]]
+    ours = [
+        ll
+        for row in evaluate_mc(model, tok, items, batch_size=3)["per_example"]
+        for ll in row["loglik"]
+    ]
     assert ours == pytest.approx(theirs, abs=1e-5)
 
 
@@ -248,28 +291,35 @@ def _wmdp(tmp_path, records) -> object:
 
 def test_load_wmdp_good_file(tmp_path):
     items = load_wmdp(_wmdp(tmp_path, [GOOD, {**GOOD, "answer": 0}]), "bio")
-    assert items[1] == MCItem("Q?", ("a", "b", "c", "d"), 0, "wmdp_bio", f"{tmp_path / 'wmdp-bio.json'}:1")
+    assert items[1] == MCItem(
+        "Q?", ("a", "b", "c", "d"), 0, "wmdp_bio", f"{tmp_path / 'wmdp-bio.json'}:1"
+    )
 
 
-@pytest.mark.parametrize("bad, field", [
-    ({k: v for k, v in GOOD.items() if k != "answer"}, "missing field 'answer'"),
-    ({**GOOD, "answer": 4}, "field 'answer'"),
-    ({**GOOD, "answer": -1}, "field 'answer'"),
-    ({**GOOD, "choices": ["a", "b", "c"]}, "field 'choices'"),
-    ({**GOOD, "choices": ["a", "", "c", "d"]}, "field 'choices' item 1"),
-    ({**GOOD, "question": 7}, "field 'question'"),
-])
+@pytest.mark.parametrize(
+    "bad, field",
+    [
+        ({k: v for k, v in GOOD.items() if k != "answer"}, "missing field 'answer'"),
+        ({**GOOD, "answer": 4}, "field 'answer'"),
+        ({**GOOD, "answer": -1}, "field 'answer'"),
+        ({**GOOD, "choices": ["a", "b", "c"]}, "field 'choices'"),
+        ({**GOOD, "choices": ["a", "", "c", "d"]}, "field 'choices' item 1"),
+        ({**GOOD, "question": 7}, "field 'question'"),
+    ],
+)
 def test_load_wmdp_bad_row_names_file_row_and_field(tmp_path, bad, field):
     root = _wmdp(tmp_path, [GOOD, GOOD, bad])
     with pytest.raises(ValueError) as err:
         load_wmdp(root, "bio")
-    assert "wmdp-bio.json" in str(err.value) and "row 2" in str(err.value) and field in str(err.value)
+    assert (
+        "wmdp-bio.json" in str(err.value) and "row 2" in str(err.value) and field in str(err.value)
+    )
 
 
 def test_load_wmdp_bad_subset_missing_file_and_offline_hub_id(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="'physics'"):
         load_wmdp(tmp_path, "physics")
-    with pytest.raises(FileNotFoundError, match="wmdp-chem.json"):
+    with pytest.raises(FileNotFoundError, match=r"wmdp-chem\.json"):
         load_wmdp(tmp_path, "chem")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
@@ -292,24 +342,31 @@ def test_load_mmlu_good_files_keep_string_choices_and_subject_order(tmp_path):
     assert items[0].subject == "anatomy" and items[0].source.endswith("anatomy_test.csv:0")
 
 
-@pytest.mark.parametrize("row, field", [
-    ("Q,a,b,c,d,4\n", "field 'answer'"),
-    ("Q,a,b,c,d,B\n", "field 'answer'"),
-    ("Q,a,,c,d,1\n", "field 'choices' item 1"),
-    (",a,b,c,d,1\n", "field 'question'"),
-    ("Q,a,b,c\n", "columns"),
-])
+@pytest.mark.parametrize(
+    "row, field",
+    [
+        ("Q,a,b,c,d,4\n", "field 'answer'"),
+        ("Q,a,b,c,d,B\n", "field 'answer'"),
+        ("Q,a,,c,d,1\n", "field 'choices' item 1"),
+        (",a,b,c,d,1\n", "field 'question'"),
+        ("Q,a,b,c\n", "columns"),
+    ],
+)
 def test_load_mmlu_bad_row_names_file_row_and_field(tmp_path, row, field):
     _mmlu(tmp_path, "Q,a,b,c,d,0\n" + row)
     with pytest.raises(ValueError) as err:
         load_mmlu(tmp_path, subjects=["anatomy"])
-    assert "anatomy_test.csv" in str(err.value) and "row 1" in str(err.value) and field in str(err.value)
+    assert (
+        "anatomy_test.csv" in str(err.value)
+        and "row 1" in str(err.value)
+        and field in str(err.value)
+    )
 
 
 def test_load_mmlu_bad_subject_header_and_missing_file(tmp_path):
     with pytest.raises(ValueError, match="'astrology'"):
         load_mmlu(tmp_path, subjects=["astrology"])
-    with pytest.raises(FileNotFoundError, match="virology_test.csv"):
+    with pytest.raises(FileNotFoundError, match=r"virology_test\.csv"):
         load_mmlu(tmp_path, subjects=["virology"])
     (tmp_path / "test").mkdir()
     (tmp_path / "test" / "anatomy_test.csv").write_text("question,a,b\nQ,1,2\n")

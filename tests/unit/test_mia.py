@@ -36,8 +36,10 @@ TEXTS = [
 def tiny():
     from blur_core.tiny import build_tiny_llama, build_tokenizer
 
-    tok = build_tokenizer(TEXTS + ["Question: Answer: what where who"])
-    model = build_tiny_llama(tok, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, seed=3)
+    tok = build_tokenizer([*TEXTS, "Question: Answer: what where who"])
+    model = build_tiny_llama(
+        tok, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, seed=3
+    )
     return model, tok
 
 
@@ -74,16 +76,18 @@ def test_min_k_plus_plus_standardises_then_takes_lowest():
 
 def test_scores_from_stats_loss_zlib_orientation():
     text = "hello hello hello hello world"
-    stats = TokenStats(logprob=torch.tensor([-1.0, -2.0, -3.0, -6.0], dtype=torch.float64),
-                       mu=torch.tensor([-1.0, -1.0, -1.0, -1.0], dtype=torch.float64),
-                       sigma=torch.ones(4, dtype=torch.float64))
+    stats = TokenStats(
+        logprob=torch.tensor([-1.0, -2.0, -3.0, -6.0], dtype=torch.float64),
+        mu=torch.tensor([-1.0, -1.0, -1.0, -1.0], dtype=torch.float64),
+        sigma=torch.ones(4, dtype=torch.float64),
+    )
     s = scores_from_stats(stats, text, k=0.5)
     zb = len(zlib.compress(text.encode("utf-8")))
     assert zlib_bytes(text) == zb
-    assert s["loss"] == pytest.approx(-3.0)          # mean log-prob = -mean NLL
-    assert s["zlib"] == pytest.approx(-3.0 / zb)     # = -(NLL / zlib bytes): higher = member
-    assert s["mink"] == pytest.approx(-4.5)          # lowest 2: -6, -3
-    assert s["minkpp"] == pytest.approx(-3.5)        # z = [0, -1, -2, -5] -> lowest 2: -5, -2
+    assert s["loss"] == pytest.approx(-3.0)  # mean log-prob = -mean NLL
+    assert s["zlib"] == pytest.approx(-3.0 / zb)  # = -(NLL / zlib bytes): higher = member
+    assert s["mink"] == pytest.approx(-4.5)  # lowest 2: -6, -3
+    assert s["minkpp"] == pytest.approx(-3.5)  # z = [0, -1, -2, -5] -> lowest 2: -5, -2
     assert s["n_tokens"] == 4
 
 
@@ -107,9 +111,9 @@ def test_auc_members_positive():
 
 
 def test_muse_privleak_auc_is_one_minus_ours_on_the_same_scores():
-    forget_mink = [-1.0, -2.5, -0.5, -3.0]        # our Min-K (higher = member-like)
+    forget_mink = [-1.0, -2.5, -0.5, -3.0]  # our Min-K (higher = member-like)
     holdout_mink = [-2.0, -2.5, -4.0]
-    ours = auc(forget_mink, holdout_mink)            # forget as members
+    ours = auc(forget_mink, holdout_mink)  # forget as members
     muse = muse_privleak_auc([-x for x in forget_mink], [-x for x in holdout_mink])
     assert muse == pytest.approx(1.0 - ours)
     # memorised forget set (forget far more likely) -> MUSE AUC 0, ours 1
@@ -130,7 +134,7 @@ def _direct_stats(model, tok, text):
     p = logp.exp()
     lp = logp.gather(-1, ids[0, 1:, None]).squeeze(-1)
     mu = (p * logp).sum(-1)
-    var = (p * logp ** 2).sum(-1) - mu ** 2
+    var = (p * logp**2).sum(-1) - mu**2
     return lp, mu, var.clamp(min=0).sqrt()
 
 
@@ -220,7 +224,9 @@ def test_qa_memorisation_batched_equals_single(tiny):
     ans = ["the cat sat on the mat", "to the park", "fell"]
     batched = qa_memorisation(model, tok, qs, ans, fmt=fmt, batch_size=3, max_length=64)
     for i in range(3):
-        single = qa_memorisation(model, tok, [qs[i]], [ans[i]], fmt=fmt, batch_size=1, max_length=64)
+        single = qa_memorisation(
+            model, tok, [qs[i]], [ans[i]], fmt=fmt, batch_size=1, max_length=64
+        )
         assert batched["em"][i] == pytest.approx(single["em"][0])
         assert batched["es"][i] == pytest.approx(single["es"][0])
         assert 0.0 <= batched["es"][i] <= 1.0 and 0.0 <= batched["em"][i] <= 1.0

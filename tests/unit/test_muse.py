@@ -32,7 +32,9 @@ def tiny():
     from blur_core.tiny import build_tiny_llama, build_tokenizer
 
     tok = build_tokenizer([WORDS, "Question: Answer: \n"])
-    model = build_tiny_llama(tok, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, seed=1)
+    model = build_tiny_llama(
+        tok, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, seed=1
+    )
     return model, tok
 
 
@@ -43,7 +45,10 @@ def tiny():
 
 def test_knowmem_prompt_literal():
     p = knowmem_prompt("Who won?", ["Q1?", "Q2?"], ["A1", "A2"])
-    assert p == "Question: Q1?\nAnswer: A1\n\nQuestion: Q2?\nAnswer: A2\n\nQuestion: Who won?\nAnswer: "
+    assert (
+        p
+        == "Question: Q1?\nAnswer: A1\n\nQuestion: Q2?\nAnswer: A2\n\nQuestion: Who won?\nAnswer: "
+    )
     assert knowmem_prompt("Who?", [], []) == "Question: Who?\nAnswer: "
     with pytest.raises(ValueError, match="ICL"):
         knowmem_prompt("Who?", ["a"], [])
@@ -68,7 +73,7 @@ def test_rouge_l_f1_and_recall_hand_example():
 
 
 def test_privleak_formula_and_reference():
-    assert MUSE_NEWS_AUC_RETRAIN == pytest.approx(0.4772)
+    assert pytest.approx(0.4772) == MUSE_NEWS_AUC_RETRAIN
     assert privleak_value(0.3, 0.4772) == pytest.approx((0.3 - 0.4772) / 0.4772 * 100)
     with pytest.raises(ValueError, match="auc_ref"):
         privleak_value(0.3, 0.0)
@@ -76,7 +81,9 @@ def test_privleak_formula_and_reference():
     add_privleak_reference(res)
     assert res["privleak"] == pytest.approx((0.3 - 0.4772) / 0.4772 * 100)
     assert res["metrics"]["privleak"] == res["privleak"]
-    assert res["privleak_reference"] == "muse_news_constant" and res["privleak_auc_ref"] == pytest.approx(0.4772)
+    assert res["privleak_reference"] == "muse_news_constant" and res[
+        "privleak_auc_ref"
+    ] == pytest.approx(0.4772)
     add_privleak_reference(res, {"privleak_auc": 0.5})
     assert res["privleak"] == pytest.approx(-40.0)
     assert res["privleak_reference"] == "retain_model" and res["privleak_auc_ref"] == 0.5
@@ -87,9 +94,13 @@ def test_privleak_formula_and_reference():
 
 
 def test_recompute_aggregates_from_rows():
-    per = {"knowmem_f": [{"rougeL_f1": 0.5}, {"rougeL_f1": 1.0}],
-           "privleak": {"forget": [{"min_k_score": 1.0}, {"min_k_score": 2.0}],
-                        "holdout": [{"min_k_score": 3.0}, {"min_k_score": 0.5}]}}
+    per = {
+        "knowmem_f": [{"rougeL_f1": 0.5}, {"rougeL_f1": 1.0}],
+        "privleak": {
+            "forget": [{"min_k_score": 1.0}, {"min_k_score": 2.0}],
+            "holdout": [{"min_k_score": 3.0}, {"min_k_score": 0.5}],
+        },
+    }
     agg = recompute_aggregates(per)
     assert agg["knowmem_f"] == pytest.approx(75.0)
     # MUSE AUC = P(holdout more likely = lower score than forget): pairs (h,f): (3,1) no, (3,2) no,
@@ -130,14 +141,24 @@ def test_load_muse_local(tmp_path):
     assert data.raw_forget == tmp_path / "raw" / "forget.txt" and data.raw_retain is None
 
 
-@pytest.mark.parametrize("name, records, pattern", [
-    ("knowmem/forget_qa.json", [{"question": "q", "answer": "a"}, {"question": "q"}],
-     r"forget_qa\.json: record 1 has no field 'answer'"),
-    ("verbmem/forget.json", [{"prompt": "p", "gt": 3}], r"verbmem/forget\.json: record 0 field 'gt' must be a string"),
-    ("privleak/holdout.json", ["ok", 5], r"holdout\.json: record 1 must be a string"),
-    ("privleak/forget.json", [], r"privleak/forget\.json: no records"),
-    ("knowmem/retain2_qa_icl.json", {"a": 1}, r"retain2_qa_icl\.json: expected a JSON list"),
-])
+@pytest.mark.parametrize(
+    "name, records, pattern",
+    [
+        (
+            "knowmem/forget_qa.json",
+            [{"question": "q", "answer": "a"}, {"question": "q"}],
+            r"forget_qa\.json: record 1 has no field 'answer'",
+        ),
+        (
+            "verbmem/forget.json",
+            [{"prompt": "p", "gt": 3}],
+            r"verbmem/forget\.json: record 0 field 'gt' must be a string",
+        ),
+        ("privleak/holdout.json", ["ok", 5], r"holdout\.json: record 1 must be a string"),
+        ("privleak/forget.json", [], r"privleak/forget\.json: no records"),
+        ("knowmem/retain2_qa_icl.json", {"a": 1}, r"retain2_qa_icl\.json: expected a JSON list"),
+    ],
+)
 def test_load_muse_schema_errors_name_file_index_field(tmp_path, name, records, pattern):
     _write_muse(tmp_path, **{name: records})
     with pytest.raises(ValueError, match=pattern):
@@ -147,7 +168,7 @@ def test_load_muse_schema_errors_name_file_index_field(tmp_path, name, records, 
 def test_load_muse_missing_file_and_offline_hub(tmp_path, monkeypatch):
     root = _write_muse(tmp_path)
     (root / "verbmem" / "forget.json").unlink()
-    with pytest.raises(FileNotFoundError, match="verbmem/forget.json"):
+    with pytest.raises(FileNotFoundError, match=r"verbmem/forget\.json"):
         load_muse(root)
     with pytest.raises(FileNotFoundError, match="not found"):
         load_muse(tmp_path / "nope")
@@ -165,7 +186,12 @@ def test_load_muse_missing_file_and_offline_hub(tmp_path, monkeypatch):
 
 def test_generate_raw_batched_equals_single(tiny):
     model, tok = tiny
-    prompts = ["the cat sat on", "a dog", "where the bird flew over the house rain", "Question: what\nAnswer: "]
+    prompts = [
+        "the cat sat on",
+        "a dog",
+        "where the bird flew over the house rain",
+        "Question: what\nAnswer: ",
+    ]
     batched = generate_raw(model, tok, prompts, max_new_tokens=6, batch_size=4)
     single = [generate_raw(model, tok, [p], max_new_tokens=6, batch_size=1)[0] for p in prompts]
     assert batched == single
@@ -179,12 +205,20 @@ def test_truncate_to_tokens(tiny):
 
 
 def _tiny_data() -> MuseData:
-    qa = [{"question": "who ran", "answer": "the dog"}, {"question": "what fell", "answer": "rain"},
-          {"question": "where", "answer": "the park"}]
+    qa = [
+        {"question": "who ran", "answer": "the dog"},
+        {"question": "what fell", "answer": "rain"},
+        {"question": "where", "answer": "the park"},
+    ]
     return MuseData(
-        knowmem_forget=qa, knowmem_forget_icl=qa[:1], knowmem_retain=qa[::-1], knowmem_retain_icl=qa[1:2],
-        verbmem_forget=[{"prompt": "the cat sat", "gt": "on the mat the dog ran"},
-                        {"prompt": "a bird", "gt": "flew over the house"}],
+        knowmem_forget=qa,
+        knowmem_forget_icl=qa[:1],
+        knowmem_retain=qa[::-1],
+        knowmem_retain_icl=qa[1:2],
+        verbmem_forget=[
+            {"prompt": "the cat sat", "gt": "on the mat the dog ran"},
+            {"prompt": "a bird", "gt": "flew over the house"},
+        ],
         privleak_forget=["the cat sat on the mat", "the dog ran to the park"],
         privleak_retain=["rain fell"],
         privleak_holdout=["the bird flew over the house", "rain fell on the park", "who ran"],
@@ -193,8 +227,15 @@ def _tiny_data() -> MuseData:
 
 def test_evaluate_muse_tiny(tiny):
     model, tok = tiny
-    res = evaluate_muse(model, tok, _tiny_data(), batch_size=2, verbmem_max_new_tokens=5,
-                        knowmem_max_new_tokens=4, privleak_max_length=16)
+    res = evaluate_muse(
+        model,
+        tok,
+        _tiny_data(),
+        batch_size=2,
+        verbmem_max_new_tokens=5,
+        knowmem_max_new_tokens=4,
+        privleak_max_length=16,
+    )
     assert res["benchmark"] == "muse_news"
     assert set(res["metrics"]) == {"verbmem_f", "knowmem_f", "knowmem_r", "privleak"}
     assert res["metrics"]["privleak"] is None and res["privleak"] is None
@@ -213,9 +254,12 @@ def test_evaluate_muse_tiny(tiny):
     add_privleak_reference(res)
     assert math.isfinite(res["metrics"]["privleak"])
 
-    limited = evaluate_muse(model, tok, _tiny_data(), metrics=("knowmem_f",), limit=1,
-                            knowmem_max_new_tokens=2)
-    assert set(limited["metrics"]) == {"knowmem_f"} and len(limited["per_example"]["knowmem_f"]) == 1
+    limited = evaluate_muse(
+        model, tok, _tiny_data(), metrics=("knowmem_f",), limit=1, knowmem_max_new_tokens=2
+    )
+    assert (
+        set(limited["metrics"]) == {"knowmem_f"} and len(limited["per_example"]["knowmem_f"]) == 1
+    )
     assert limited["privleak_auc"] is None
     with pytest.raises(ValueError, match="unknown MUSE metric"):
         evaluate_muse(model, tok, _tiny_data(), metrics=("verbmem",))

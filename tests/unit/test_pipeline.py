@@ -31,10 +31,16 @@ BASE = {
     "experiments": [{"benchmark": "emb", "model": "tiny"}],
     "unlearn": {"seeds": [0, 1], "train": {"max_steps": 3, "lr": 1e-3}},
     "methods": {
-        "blur_npo": {"method": "blur", "fixed": {"forget_loss": "npo", "beta": 0.1},
-                     "grid": {"gamma": [0.03, 0.1], "retain_loss": ["nll", "kl"]}},
-        "graddiff": {"method": "graddiff", "grid": {"retain_weight": [1.0, 16.0]},
-                     "train": {"lr": 5e-4}},
+        "blur_npo": {
+            "method": "blur",
+            "fixed": {"forget_loss": "npo", "beta": 0.1},
+            "grid": {"gamma": [0.03, 0.1], "retain_loss": ["nll", "kl"]},
+        },
+        "graddiff": {
+            "method": "graddiff",
+            "grid": {"retain_weight": [1.0, 16.0]},
+            "train": {"lr": 5e-4},
+        },
         "ga": {"method": "ga"},
     },
     "evaluations": {"fmc": {"kind": "tofu_mc", "set": "forget"}},
@@ -60,8 +66,19 @@ def study(tmp_path, **changes) -> Study:
 
 # ----------------------------------------------------------------------------- tags
 
-@pytest.mark.parametrize("value, text", [(0.1, "0.1"), (16.0, "16"), (3, "3"), (1e-5, "1e-05"),
-                                         (True, "true"), ("nll", "nll"), ("a b/c", "a-b-c")])
+
+@pytest.mark.parametrize(
+    "value, text",
+    [
+        (0.1, "0.1"),
+        (16.0, "16"),
+        (3, "3"),
+        (1e-5, "1e-05"),
+        (True, "true"),
+        ("nll", "nll"),
+        ("a b/c", "a-b-c"),
+    ],
+)
 def test_format_value(value, text):
     assert format_value(value) == text
 
@@ -76,6 +93,7 @@ def test_tag_sorts_keys_and_ends_with_the_seed():
 
 # ----------------------------------------------------------------------------- enumeration
 
+
 def test_enumeration_is_the_grid_product_times_seeds(tmp_path):
     s = study(tmp_path)
     # blur_npo 2 x 2, graddiff 2, ga 1 (no grid) -> 7 points x 2 seeds
@@ -88,7 +106,12 @@ def test_enumeration_is_the_grid_product_times_seeds(tmp_path):
     assert by_entry["graddiff"] == {f"retain_weight={w}@seed={s}" for w in (1, 16) for s in (0, 1)}
     run = s.run_of("emb", "tiny", "blur_npo", "gamma=0.1@retain_loss=nll@seed=0")
     # fixed hyperparameters are in the run's method but not in its tag
-    assert dict(run.hparams) == {"forget_loss": "npo", "beta": 0.1, "gamma": 0.1, "retain_loss": "nll"}
+    assert dict(run.hparams) == {
+        "forget_loss": "npo",
+        "beta": 0.1,
+        "gamma": 0.1,
+        "retain_loss": "nll",
+    }
     assert run.method == "blur" and run.seed == 0
     assert run.dir == f"{s.results}/emb/tiny/runs/blur_npo/gamma=0.1@retain_loss=nll@seed=0"
     with pytest.raises(KeyError, match="no run emb/tiny/ga/seed=7"):
@@ -103,24 +126,32 @@ def test_targets(tmp_path):
     assert s.suite_files()[0] == f"{s.results}/emb/tiny/finetune/target/suites/fmc.json"
     assert len(s.train_summaries()) == 16
     assert s.retain_eval("emb", "tiny", "finetune/retain") == []
-    assert s.retain_eval("emb", "tiny", "finetune/target") == [f"{s.results}/emb/tiny/finetune/retain/eval.json"]
-    assert s.retain_suites("emb", "tiny", "runs/ga/seed=0") == [f"{s.results}/emb/tiny/finetune/retain/suites/fmc.json"]
+    assert s.retain_eval("emb", "tiny", "finetune/target") == [
+        f"{s.results}/emb/tiny/finetune/retain/eval.json"
+    ]
+    assert s.retain_suites("emb", "tiny", "runs/ga/seed=0") == [
+        f"{s.results}/emb/tiny/finetune/retain/suites/fmc.json"
+    ]
     assert s.retain_eval_arg("emb", "tiny", "finetune/retain") == "--self-reference"
     assert s.retain_suites_arg("emb", "tiny", "runs/ga/seed=0").startswith("--retain-dir ")
 
 
 # ----------------------------------------------------------------------------- launch lines
 
-@pytest.mark.parametrize("resources, nproc, expected", [
-    ({"gpu": 0, "gres": ""}, 1, "python -m"),
-    ({"gpu": 0, "gres": ""}, 2, "torchrun --standalone --nproc_per_node 2 -m"),  # CPU ranks
-    ({"gpu": 1, "gres": "gpu:1"}, 4, "python -m"),  # one rank per GPU, nproc ignored
-    ({"gres": "gpu:4"}, 1, "torchrun --standalone --nproc_per_node 4 -m"),
-    ({"gres": "gpu:a100:2"}, 1, "torchrun --standalone --nproc_per_node 2 -m"),
-    ({"gres": "gpu:h100"}, 1, "python -m"),  # a type without a count is one GPU
-    ({"gres": "gpu:a100:8"}, 1, "torchrun --standalone --nproc_per_node 8 -m"),
-    ({"gpu": 3}, 1, "torchrun --standalone --nproc_per_node 3 -m"),  # the plain gpu resource
-])
+
+@pytest.mark.parametrize(
+    "resources, nproc, expected",
+    [
+        ({"gpu": 0, "gres": ""}, 1, "python -m"),
+        ({"gpu": 0, "gres": ""}, 2, "torchrun --standalone --nproc_per_node 2 -m"),  # CPU ranks
+        ({"gpu": 1, "gres": "gpu:1"}, 4, "python -m"),  # one rank per GPU, nproc ignored
+        ({"gres": "gpu:4"}, 1, "torchrun --standalone --nproc_per_node 4 -m"),
+        ({"gres": "gpu:a100:2"}, 1, "torchrun --standalone --nproc_per_node 2 -m"),
+        ({"gres": "gpu:h100"}, 1, "python -m"),  # a type without a count is one GPU
+        ({"gres": "gpu:a100:8"}, 1, "torchrun --standalone --nproc_per_node 8 -m"),
+        ({"gpu": 3}, 1, "torchrun --standalone --nproc_per_node 3 -m"),  # the plain gpu resource
+    ],
+)
 def test_launch_line_on_one_node(tmp_path, resources, nproc, expected):
     s = study(tmp_path, unlearn={**BASE["unlearn"], "nproc": nproc})
     assert s.unlearn_launcher(resources) == expected
@@ -151,6 +182,7 @@ def test_gpu_resources_follow_unlearn_gpus(tmp_path):
 
 # ----------------------------------------------------------------------------- job configs
 
+
 def _touch_data(s: Study, bench: str = "emb") -> None:
     data = Path(s.data_dir(bench))
     data.mkdir(parents=True, exist_ok=True)
@@ -162,7 +194,9 @@ def _touch_data(s: Study, bench: str = "emb") -> None:
 
 @pytest.mark.parametrize("backend", ["local", "deepspeed"])
 def test_every_built_config_passes_run_config_validation(tmp_path, backend):
-    s = study(tmp_path, unlearn={**BASE["unlearn"], "backend": backend, "deepspeed_config": "zero3"})
+    s = study(
+        tmp_path, unlearn={**BASE["unlearn"], "backend": backend, "deepspeed_config": "zero3"}
+    )
     _touch_data(s)
     built = [s.finetune_config("emb", "tiny", kind) for kind in ("target", "retain")]
     built += [s.unlearn_config(run) for run in s.runs.values()]
@@ -172,8 +206,10 @@ def test_every_built_config_passes_run_config_validation(tmp_path, backend):
         parsed = parse_run_config(json.loads(json.dumps(cfg)), "built")
         assert parsed.train.progress is False
     ft = parse_run_config(built[0])
-    assert ft.method_name == "sft" and ft.data.retain == [f"{s.data_dir('emb')}/full.json",
-                                                          f"{s.data_dir('emb')}/pretrain.json"]
+    assert ft.method_name == "sft" and ft.data.retain == [
+        f"{s.data_dir('emb')}/full.json",
+        f"{s.data_dir('emb')}/pretrain.json",
+    ]
     assert parse_run_config(built[1]).data.retain[0].endswith("/retain95.json")
     run = s.run_of("emb", "tiny", "graddiff", "retain_weight=16@seed=1")
     un = parse_run_config(s.unlearn_config(run))
@@ -183,72 +219,163 @@ def test_every_built_config_passes_run_config_validation(tmp_path, backend):
     assert un.train.backend == backend
     assert un.train.deepspeed_config == ("zero3" if backend == "deepspeed" else None)
     rl = parse_run_config(s.relearn_config(run, 5))
-    assert rl.model == f"{run.dir}/model" and rl.train.max_steps == 5 and rl.output_dir == f"{run.dir}/relearn/k5"
+    assert (
+        rl.model == f"{run.dir}/model"
+        and rl.train.max_steps == 5
+        and rl.output_dir == f"{run.dir}/relearn/k5"
+    )
 
 
 def test_command_line_args(tmp_path):
     s = study(tmp_path, evaluate={"limit": 4})
-    assert s.data_args("emb") == "--benchmark embedded --people 40 --questions-per-person 5 --seed 0"
+    assert (
+        s.data_args("emb") == "--benchmark embedded --people 40 --questions-per-person 5 --seed 0"
+    )
     assert s.embedded_model_args("tiny") == "--hidden-size 64 --layers 2 --seed 0"
-    assert s.eval_args("emb") == "--forget-split forget05 --batch-size 32 --max-new-tokens 24 --max-length 128 --limit 4"
+    assert (
+        s.eval_args("emb")
+        == "--forget-split forget05 --batch-size 32 --max-new-tokens 24 --max-length 128 --limit 4"
+    )
     spec = s.suites_spec("emb")["suites"]["fmc"]
-    assert spec == {"kind": "tofu_mc", "set": "forget", "source": s.data_dir("emb"), "forget_split": "forget05"}
-    assert s.relearn_slice_args("emb") == f"--input {s.data_dir('emb')}/forget05.json --fraction 0.5"
+    assert spec == {
+        "kind": "tofu_mc",
+        "set": "forget",
+        "source": s.data_dir("emb"),
+        "forget_split": "forget05",
+    }
+    assert (
+        s.relearn_slice_args("emb") == f"--input {s.data_dir('emb')}/forget05.json --fraction 0.5"
+    )
 
 
 def test_tofu_and_model_args(tmp_path):
     tofu = tmp_path / "tofu"
     tofu.mkdir()
-    s = study(tmp_path,
-              benchmarks={"tofu": {"kind": "tofu", "source": str(tofu), "forget_split": "forget01",
-                                   "retain_limit": 160}},
-              models={"sm": {"kind": "gguf", "source": "smollm2"}, "hf": {"kind": "hf", "source": "org/name"}},
-              experiments=[{"benchmark": "tofu", "model": "sm"}])
-    assert s.data_args("tofu") == f"--benchmark tofu --source {tofu} --forget-split forget01 --retain-limit 160"
+    s = study(
+        tmp_path,
+        benchmarks={
+            "tofu": {
+                "kind": "tofu",
+                "source": str(tofu),
+                "forget_split": "forget01",
+                "retain_limit": 160,
+            }
+        },
+        models={
+            "sm": {"kind": "gguf", "source": "smollm2"},
+            "hf": {"kind": "hf", "source": "org/name"},
+        },
+        experiments=[{"benchmark": "tofu", "model": "sm"}],
+    )
+    assert (
+        s.data_args("tofu")
+        == f"--benchmark tofu --source {tofu} --forget-split forget01 --retain-limit 160"
+    )
     assert s.model_args("sm") == "--smollm2" and s.model_args("hf") == "--hf org/name"
     assert s.base_model_dir("tofu", "sm") == f"{s.results}/models/imported/sm"
     assert s.split_files("tofu") == ("forget01", "retain99")
     # a real benchmark is fine-tuned on its own files only (no embedded pretraining file)
-    assert s.finetune_config("tofu", "sm", "target")["data"]["retain"] == [f"{s.data_dir('tofu')}/full.json"]
+    assert s.finetune_config("tofu", "sm", "target")["data"]["retain"] == [
+        f"{s.data_dir('tofu')}/full.json"
+    ]
 
 
 # ----------------------------------------------------------------------------- cross-field errors
+
 
 def _suite(spec):
     return {"evaluations": {"x": spec}}
 
 
-@pytest.mark.parametrize("changes, match", [
-    ({"experiments": [{"benchmark": "nope", "model": "tiny"}]},
-     r"experiments\[0\]\.benchmark = 'nope' is not a key of benchmarks \(\['emb'\]\)"),
-    ({"experiments": [{"benchmark": "emb", "model": "big"}]},
-     r"experiments\[0\]\.model = 'big' is not a key of models \(\['tiny'\]\)"),
-    ({"methods": {"m": {"method": "blurr"}}}, r"blurr"),
-    ({"methods": {"m": {"method": "blur", "grid": {"gama": [0.1]}}}}, r"methods\.m.*gama"),
-    ({"methods": {"m": {"method": "blur", "grid": {"gamma": [0.1, -1.0]}}}}, r"methods\.m.*gamma"),
-    ({"benchmarks": {"emb": {"kind": "tofu"}}}, r"benchmarks\.emb\.source is required for kind tofu"),
-    ({"benchmarks": {"emb": {"kind": "tofu", "source": "./no/such"}}},
-     r"benchmarks\.emb\.source: directory not found: \./no/such"),
-    ({"benchmarks": {"emb": {"kind": "embedded", "retain_limit": 10}}},
-     r"benchmarks\.emb\.retain_limit applies to kind tofu only"),
-    ({"models": {"tiny": {"kind": "hf"}}}, r"models\.tiny\.source is required for kind hf"),
-    ({"models": {"tiny": {"kind": "gguf", "source": "/no/model.gguf"}}},
-     r"models\.tiny\.source: GGUF file not found: /no/model\.gguf"),
-    ({"models": {"tiny": {"kind": "hf", "source": "./no/model"}}},
-     r"models\.tiny\.source: model directory not found: \./no/model"),
-    ({"models": {"tiny": {"kind": "embedded"}}, "benchmarks": {"emb": {"kind": "tofu", "source": "org/tofu"}}},
-     r"model 'tiny' is an embedded tiny model; it can only run on embedded benchmarks"),
-    (_suite({"kind": "wmdp", "source": "."}) | {"evaluations": {"a b": {"kind": "wmdp", "source": "."}}},
-     r"evaluations\.a b: suite names may hold only"),
-    (_suite({"kind": "tofu_mc", "source": "."}), r"evaluations\.x\.source: a tofu_mc suite uses each experiment"),
-    (_suite({"kind": "mmlu", "source": "./no/mmlu"}), r"evaluations\.x\.source: directory not found: \./no/mmlu"),
-    (_suite({"kind": "memorisation", "forget_split": "forget01"}), r"evaluations\.x\.forget_split: set by the"),
-    (_suite({"kind": "wmdp", "source": ".", "subsett": "bio"}), r"unknown key evaluations\.x\.subsett"),
-    (_suite({"kind": "wmdp"}), r"evaluations\.x\.source is required for a wmdp suite"),
-], ids=["unknown-benchmark", "unknown-model", "unknown-method", "unknown-hparam", "bad-hparam-value",
-        "tofu-without-source", "tofu-source-missing", "retain-limit-on-embedded", "hf-without-source",
-        "gguf-missing", "hf-dir-missing", "embedded-model-on-tofu", "bad-suite-name", "suite-source-on-bound",
-        "suite-dir-missing", "suite-forget-split", "suite-unknown-key", "suite-without-source"])
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        (
+            {"experiments": [{"benchmark": "nope", "model": "tiny"}]},
+            r"experiments\[0\]\.benchmark = 'nope' is not a key of benchmarks \(\['emb'\]\)",
+        ),
+        (
+            {"experiments": [{"benchmark": "emb", "model": "big"}]},
+            r"experiments\[0\]\.model = 'big' is not a key of models \(\['tiny'\]\)",
+        ),
+        ({"methods": {"m": {"method": "blurr"}}}, r"blurr"),
+        ({"methods": {"m": {"method": "blur", "grid": {"gama": [0.1]}}}}, r"methods\.m.*gama"),
+        (
+            {"methods": {"m": {"method": "blur", "grid": {"gamma": [0.1, -1.0]}}}},
+            r"methods\.m.*gamma",
+        ),
+        (
+            {"benchmarks": {"emb": {"kind": "tofu"}}},
+            r"benchmarks\.emb\.source is required for kind tofu",
+        ),
+        (
+            {"benchmarks": {"emb": {"kind": "tofu", "source": "./no/such"}}},
+            r"benchmarks\.emb\.source: directory not found: \./no/such",
+        ),
+        (
+            {"benchmarks": {"emb": {"kind": "embedded", "retain_limit": 10}}},
+            r"benchmarks\.emb\.retain_limit applies to kind tofu only",
+        ),
+        ({"models": {"tiny": {"kind": "hf"}}}, r"models\.tiny\.source is required for kind hf"),
+        (
+            {"models": {"tiny": {"kind": "gguf", "source": "/no/model.gguf"}}},
+            r"models\.tiny\.source: GGUF file not found: /no/model\.gguf",
+        ),
+        (
+            {"models": {"tiny": {"kind": "hf", "source": "./no/model"}}},
+            r"models\.tiny\.source: model directory not found: \./no/model",
+        ),
+        (
+            {
+                "models": {"tiny": {"kind": "embedded"}},
+                "benchmarks": {"emb": {"kind": "tofu", "source": "org/tofu"}},
+            },
+            r"model 'tiny' is an embedded tiny model; it can only run on embedded benchmarks",
+        ),
+        (
+            _suite({"kind": "wmdp", "source": "."})
+            | {"evaluations": {"a b": {"kind": "wmdp", "source": "."}}},
+            r"evaluations\.a b: suite names may hold only",
+        ),
+        (
+            _suite({"kind": "tofu_mc", "source": "."}),
+            r"evaluations\.x\.source: a tofu_mc suite uses each experiment",
+        ),
+        (
+            _suite({"kind": "mmlu", "source": "./no/mmlu"}),
+            r"evaluations\.x\.source: directory not found: \./no/mmlu",
+        ),
+        (
+            _suite({"kind": "memorisation", "forget_split": "forget01"}),
+            r"evaluations\.x\.forget_split: set by the",
+        ),
+        (
+            _suite({"kind": "wmdp", "source": ".", "subsett": "bio"}),
+            r"unknown key evaluations\.x\.subsett",
+        ),
+        (_suite({"kind": "wmdp"}), r"evaluations\.x\.source is required for a wmdp suite"),
+    ],
+    ids=[
+        "unknown-benchmark",
+        "unknown-model",
+        "unknown-method",
+        "unknown-hparam",
+        "bad-hparam-value",
+        "tofu-without-source",
+        "tofu-source-missing",
+        "retain-limit-on-embedded",
+        "hf-without-source",
+        "gguf-missing",
+        "hf-dir-missing",
+        "embedded-model-on-tofu",
+        "bad-suite-name",
+        "suite-source-on-bound",
+        "suite-dir-missing",
+        "suite-forget-split",
+        "suite-unknown-key",
+        "suite-without-source",
+    ],
+)
 def test_cross_field_errors(tmp_path, changes, match):
     with pytest.raises(ConfigError, match=match):
         study(tmp_path, **changes)
@@ -257,4 +384,8 @@ def test_cross_field_errors(tmp_path, changes, match):
 def test_the_default_config_is_a_valid_study():
     cfg = with_defaults(yaml.safe_load((REPO / "config.yaml").read_text()))
     s = Study(cfg)
-    assert len(s.runs) == 9 and s.relearn_steps == [5] and set(s.suites) == {"forget_mc", "world_mc", "memorisation"}
+    assert (
+        len(s.runs) == 9
+        and s.relearn_steps == [5]
+        and set(s.suites) == {"forget_mc", "world_mc", "memorisation"}
+    )

@@ -75,7 +75,8 @@ def test_independent_of_split():
     # is two consecutive steps of G = 4.
     for s in range(5):
         assert step_indices(13, s, 8, seed=4) == step_indices(13, 2 * s, 4, seed=4) + step_indices(
-            13, 2 * s + 1, 4, seed=4)
+            13, 2 * s + 1, 4, seed=4
+        )
 
 
 def test_different_seeds_differ():
@@ -94,7 +95,9 @@ def test_empty_dataset_raises(n):
 # ====================================================================== rank_micro_batches
 
 
-@pytest.mark.parametrize(("world", "accum", "mb"), [(1, 8, 1), (1, 1, 8), (2, 2, 2), (2, 1, 4), (4, 2, 1)])
+@pytest.mark.parametrize(
+    ("world", "accum", "mb"), [(1, 8, 1), (1, 1, 8), (2, 2, 2), (2, 1, 4), (4, 2, 1)]
+)
 def test_rank_micro_batches_concat_to_step(world, accum, mb):
     g = world * accum * mb
     assert g == 8
@@ -123,8 +126,9 @@ def test_same_examples_for_all_splits():
         idx = step_indices(9, step, 8, seed=1)
         flat = {}
         for world, accum in [(1, 1), (1, 8), (2, 2)]:
-            flat[(world, accum)] = [i for r in range(world) for m in rank_micro_batches(idx, r, world, accum)
-                                    for i in m]
+            flat[(world, accum)] = [
+                i for r in range(world) for m in rank_micro_batches(idx, r, world, accum) for i in m
+            ]
         assert flat[(1, 1)] == flat[(1, 8)] == flat[(2, 2)] == idx
 
 

@@ -32,8 +32,15 @@ def test_parse_suite_fills_defaults_and_names_bad_keys():
 
 
 def test_tofu_mc_items_put_the_answer_among_three_perturbed_in_a_seeded_order():
-    recs = [{"question": f"q{i}", "answer": f"ans{i}", "paraphrased_answer": f"right{i}",
-             "perturbed_answer": [f"w{i}a", f"w{i}b", f"w{i}c", "x"]} for i in range(40)]
+    recs = [
+        {
+            "question": f"q{i}",
+            "answer": f"ans{i}",
+            "paraphrased_answer": f"right{i}",
+            "perturbed_answer": [f"w{i}a", f"w{i}b", f"w{i}c", "x"],
+        }
+        for i in range(40)
+    ]
     items = tofu_mc_items(recs, "forget", seed=3)
     for i, item in enumerate(items):
         order = list(range(4))
@@ -46,10 +53,17 @@ def test_tofu_mc_items_put_the_answer_among_three_perturbed_in_a_seeded_order():
     assert len({item.answer for item in items}) == 4
     assert tofu_mc_items(recs, "forget", seed=3) == items
     # without a paraphrase (utility sets) the answer itself is the true option
-    plain = tofu_mc_items([{"question": "q", "answer": "a", "perturbed_answer": ["b", "c", "d"]}], "world_facts")
-    assert sorted(plain[0].choices) == ["a", "b", "c", "d"] and plain[0].choices[plain[0].answer] == "a"
+    plain = tofu_mc_items(
+        [{"question": "q", "answer": "a", "perturbed_answer": ["b", "c", "d"]}], "world_facts"
+    )
+    assert (
+        sorted(plain[0].choices) == ["a", "b", "c", "d"]
+        and plain[0].choices[plain[0].answer] == "a"
+    )
     with pytest.raises(ValueError, match=r"forget\[1\]: needs >= 3 'perturbed_answer'"):
-        tofu_mc_items([recs[0], {"question": "q", "answer": "a", "perturbed_answer": ["b"]}], "forget")
+        tofu_mc_items(
+            [recs[0], {"question": "q", "answer": "a", "perturbed_answer": ["b"]}], "forget"
+        )
 
 
 def test_slice_data_takes_the_first_fraction(tmp_path):
@@ -64,8 +78,10 @@ def test_slice_data_takes_the_first_fraction(tmp_path):
 
 
 def _eval(forget_p, fq):
-    aggs = {s: {"probability": forget_p if s == "forget" else 0.5, "rouge": 0.4, "truth_ratio": 0.6}
-            for s in ("forget", "retain", "real_authors", "world_facts")}
+    aggs = {
+        s: {"probability": forget_p if s == "forget" else 0.5, "rouge": 0.4, "truth_ratio": 0.6}
+        for s in ("forget", "retain", "real_authors", "world_facts")
+    }
     return {"aggregates": aggs, "model_utility": 0.55, "forget_quality": fq}
 
 
@@ -76,21 +92,38 @@ def _write_unit(unit, forget_p, fq, suites=None, cfg=None):
         (unit / "run_config.yaml").write_text(yaml.safe_dump(cfg))
     for name, (kind, metrics) in (suites or {}).items():
         (unit / "suites").mkdir(exist_ok=True)
-        (unit / "suites" / f"{name}.json").write_text(json.dumps({"suite": name, "kind": kind, "metrics": metrics}))
+        (unit / "suites" / f"{name}.json").write_text(
+            json.dumps({"suite": name, "kind": kind, "metrics": metrics})
+        )
     return unit / "eval.json"
 
 
 def test_report_has_suite_tables_relearning_rows_and_plots(tmp_path):
     base = tmp_path / "results" / "emb" / "tiny"
-    suites = lambda acc, kf: {"wmdp_bio": ("wmdp", {"accuracy": acc, "n": 200}),  # noqa: E731
-                              "muse": ("muse", {"knowmem_f": kf, "knowmem_r": 40.0, "privleak": -3.5})}
+
+    def suites(acc, kf):
+        return {
+            "wmdp_bio": ("wmdp", {"accuracy": acc, "n": 200}),
+            "muse": ("muse", {"knowmem_f": kf, "knowmem_r": 40.0, "privleak": -3.5}),
+        }
+
     files = [
         _write_unit(base / "finetune" / "target", 0.9, 1e-5, suites(0.40, 60.0)),
         _write_unit(base / "finetune" / "retain", 0.2, 1.0, suites(0.30, 20.0)),
-        _write_unit(base / "runs" / "blur" / "gamma=0.1@seed=0", 0.05, 0.5, suites(0.27, 10.0),
-                    {"method": {"name": "blur"}, "train": {"seed": 0}}),
-        _write_unit(base / "runs" / "blur" / "gamma=0.1@seed=0" / "relearn" / "k5", 0.6, 0.01, None,
-                    {"method": {"name": "sft"}, "train": {"seed": 7}}),
+        _write_unit(
+            base / "runs" / "blur" / "gamma=0.1@seed=0",
+            0.05,
+            0.5,
+            suites(0.27, 10.0),
+            {"method": {"name": "blur"}, "train": {"seed": 0}},
+        ),
+        _write_unit(
+            base / "runs" / "blur" / "gamma=0.1@seed=0" / "relearn" / "k5",
+            0.6,
+            0.01,
+            None,
+            {"method": {"name": "sft"}, "train": {"seed": 7}},
+        ),
     ]
     out = tmp_path / "report"
     rows = write_report(files, out)
@@ -100,12 +133,29 @@ def test_report_has_suite_tables_relearning_rows_and_plots(tmp_path):
     assert relearned["entry"] == "blur" and relearned["hparams"] == "gamma=0.1"
     with open(out / "summary.csv") as fh:
         table = list(csv.DictReader(fh))
-    assert float(table[2]["wmdp_bio.accuracy"]) == 0.27 and float(table[0]["muse.knowmem_f"]) == 60.0
+    assert (
+        float(table[2]["wmdp_bio.accuracy"]) == 0.27 and float(table[0]["muse.knowmem_f"]) == 60.0
+    )
     assert table[3]["wmdp_bio.accuracy"] == "" and table[3]["relearn_steps"] == "5"
     md = (out / "summary.md").read_text()
     assert "## wmdp_bio (wmdp)" in md and "## muse (muse)" in md and "## Relearning attack" in md
-    relearn_line = next(line for line in md.splitlines() if line.startswith("| emb | tiny | blur | gamma=0.1 | 0 | 5 |"))
+    relearn_line = next(
+        line
+        for line in md.splitlines()
+        if line.startswith("| emb | tiny | blur | gamma=0.1 | 0 | 5 |")
+    )
     # before -> after: forget probability 0.05 -> 0.6, forget quality 0.5 -> 0.01
-    assert relearn_line.rstrip(" |").split(" | ")[6:12] == ["0.050", "0.600", "0.400", "0.400", "0.500", "0.010"]
-    assert {p.name for p in (out / "plots").iterdir()} == {"wmdp_bio.png", "muse.png", "relearn.png"}
+    assert relearn_line.rstrip(" |").split(" | ")[6:12] == [
+        "0.050",
+        "0.600",
+        "0.400",
+        "0.400",
+        "0.500",
+        "0.010",
+    ]
+    assert {p.name for p in (out / "plots").iterdir()} == {
+        "wmdp_bio.png",
+        "muse.png",
+        "relearn.png",
+    }
     assert all(p.stat().st_size > 5000 for p in (out / "plots").iterdir())

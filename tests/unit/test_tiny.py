@@ -115,8 +115,15 @@ def test_prepare_embedded_model_vocab_covers_benchmark(tmp_path, embedded_bench)
     from blur_core.data import IDK_ANSWERS, QADataset, QAFormat, load_records
     from blur_core.tiny import benchmark_texts, prepare_embedded_model
 
-    out = prepare_embedded_model(embedded_bench, tmp_path / "base", hidden_size=32, num_layers=1, num_heads=2,
-                                 intermediate_size=64, seed=3)
+    out = prepare_embedded_model(
+        embedded_bench,
+        tmp_path / "base",
+        hidden_size=32,
+        num_layers=1,
+        num_heads=2,
+        intermediate_size=64,
+        seed=3,
+    )
     tok = AutoTokenizer.from_pretrained(out)
     texts = benchmark_texts(embedded_bench)
     # every file contributes: questions, answers, paraphrases, perturbed answers, pretrain QA
@@ -129,7 +136,12 @@ def test_prepare_embedded_model_vocab_covers_benchmark(tmp_path, embedded_bench)
         assert tok.unk_token_id not in ids, text
     model = AutoModelForCausalLM.from_pretrained(out)
     cfg = model.config
-    assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.intermediate_size) == (32, 1, 2, 64)
+    assert (
+        cfg.hidden_size,
+        cfg.num_hidden_layers,
+        cfg.num_attention_heads,
+        cfg.intermediate_size,
+    ) == (32, 1, 2, 64)
     assert cfg.vocab_size == len(tok) < 700
     # the QA pipeline encodes the benchmark without truncation at the usual max_length
     ds = QADataset(load_records(embedded_bench / "full.json"), tok, max_length=64)
@@ -160,7 +172,7 @@ def test_prepare_embedded_model_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
         prepare_embedded_model(tmp_path / "missing", tmp_path / "out")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="no .json"):
+    with pytest.raises(FileNotFoundError, match=r"no \.json"):
         prepare_embedded_model(tmp_path / "empty", tmp_path / "out")
 
 
@@ -168,8 +180,27 @@ def test_cli_prepare_model(tmp_path, embedded_bench):
     from blur_core.cli import main
 
     out = tmp_path / "m"
-    assert main(["prepare-model", "--embedded-bench", str(embedded_bench), "--out", str(out),
-                 "--hidden-size", "32", "--layers", "2", "--heads", "2", "--intermediate-size", "64",
-                 "--seed", "1"]) == 0
+    assert (
+        main(
+            [
+                "prepare-model",
+                "--embedded-bench",
+                str(embedded_bench),
+                "--out",
+                str(out),
+                "--hidden-size",
+                "32",
+                "--layers",
+                "2",
+                "--heads",
+                "2",
+                "--intermediate-size",
+                "64",
+                "--seed",
+                "1",
+            ]
+        )
+        == 0
+    )
     cfg = AutoModelForCausalLM.from_pretrained(out).config
     assert (cfg.hidden_size, cfg.num_hidden_layers) == (32, 2)

@@ -38,9 +38,23 @@ SHARED_DATA = Path(os.environ.get("BLUR_SHARED_DATA", REPO.parent / "shared" / "
 REAL_TOFU = SHARED_DATA / "tofu"
 
 EXPECTED_FILES = {
-    "full", "forget01", "forget05", "forget10", "retain99", "retain95", "retain90",
-    "forget01_perturbed", "forget05_perturbed", "forget10_perturbed", "retain_perturbed",
-    "real_authors_perturbed", "world_facts_perturbed", "pretrain", "holdout01", "holdout05", "holdout10",
+    "full",
+    "forget01",
+    "forget05",
+    "forget10",
+    "retain99",
+    "retain95",
+    "retain90",
+    "forget01_perturbed",
+    "forget05_perturbed",
+    "forget10_perturbed",
+    "retain_perturbed",
+    "real_authors_perturbed",
+    "world_facts_perturbed",
+    "pretrain",
+    "holdout01",
+    "holdout05",
+    "holdout10",
 }
 
 
@@ -86,8 +100,9 @@ def test_embedded_holdout_people_leave_the_other_files_unchanged(tmp_path):
 
     write_embedded_tofu(tmp_path, n_people=30, questions_per_person=4, seed=2)
     qa = make_qa(make_people(30, seed=2), 4, seed=2)  # the benchmark without holdout people
-    assert [(r["question"], r["answer"]) for r in _load(tmp_path, "full")] == \
-        [(r["question"], r["answer"]) for r in qa]
+    assert [(r["question"], r["answer"]) for r in _load(tmp_path, "full")] == [
+        (r["question"], r["answer"]) for r in qa
+    ]
 
 
 def test_embedded_files_are_json_lines(bench):
@@ -164,7 +179,8 @@ def test_utility_sets(bench):
             assert len(set(r["perturbed_answer"])) == UTILITY_PERTURBED == 3
             assert r["answer"] not in r["perturbed_answer"]
     assert {"question": "What colour is grass?", "answer": "green"} in [
-        {"question": r["question"], "answer": r["answer"]} for r in wf]
+        {"question": r["question"], "answer": r["answer"]} for r in wf
+    ]
     # pretrain.json is exactly the utility QA; none of it is about the fictitious people
     pretrain = _load(bench, "pretrain")
     assert pretrain == [{"question": r["question"], "answer": r["answer"]} for r in ra + wf]
@@ -215,9 +231,13 @@ def test_forget_people_counts():
 def test_tofu_file_names():
     names = tofu_file_names("forget05")
     assert names == {
-        "full": "full.json", "forget": "forget05.json", "retain": "retain95.json",
-        "forget_perturbed": "forget05_perturbed.json", "retain_perturbed": "retain_perturbed.json",
-        "real_authors": "real_authors_perturbed.json", "world_facts": "world_facts_perturbed.json",
+        "full": "full.json",
+        "forget": "forget05.json",
+        "retain": "retain95.json",
+        "forget_perturbed": "forget05_perturbed.json",
+        "retain_perturbed": "retain_perturbed.json",
+        "real_authors": "real_authors_perturbed.json",
+        "world_facts": "world_facts_perturbed.json",
     }
     with pytest.raises(ValueError, match="forget20"):
         tofu_file_names("forget20")
@@ -242,18 +262,42 @@ def _rewrite(path: Path, index: int, change) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
-@pytest.mark.parametrize("stem, index, change, expected", [
-    ("forget05", 3, lambda r: r.pop("answer"), r"forget05\.json: record 3 is missing field 'answer'"),
-    ("full", 7, lambda r: r.update(question=5), r"full\.json: record 7: field 'question'"),
-    ("forget05_perturbed", 2, lambda r: r.pop("paraphrased_answer"),
-     r"forget05_perturbed\.json: record 2 is missing field 'paraphrased_answer'"),
-    ("retain_perturbed", 9, lambda r: r.update(perturbed_answer=[]),
-     r"retain_perturbed\.json: record 9: field 'perturbed_answer'"),
-    ("real_authors_perturbed", 1, lambda r: r.update(perturbed_answer="Paris"),
-     r"real_authors_perturbed\.json: record 1: field 'perturbed_answer'"),
-    ("world_facts_perturbed", 0, lambda r: r.update(perturbed_answer=["a", 3]),
-     r"world_facts_perturbed\.json: record 0: field 'perturbed_answer'"),
-])
+@pytest.mark.parametrize(
+    "stem, index, change, expected",
+    [
+        (
+            "forget05",
+            3,
+            lambda r: r.pop("answer"),
+            r"forget05\.json: record 3 is missing field 'answer'",
+        ),
+        ("full", 7, lambda r: r.update(question=5), r"full\.json: record 7: field 'question'"),
+        (
+            "forget05_perturbed",
+            2,
+            lambda r: r.pop("paraphrased_answer"),
+            r"forget05_perturbed\.json: record 2 is missing field 'paraphrased_answer'",
+        ),
+        (
+            "retain_perturbed",
+            9,
+            lambda r: r.update(perturbed_answer=[]),
+            r"retain_perturbed\.json: record 9: field 'perturbed_answer'",
+        ),
+        (
+            "real_authors_perturbed",
+            1,
+            lambda r: r.update(perturbed_answer="Paris"),
+            r"real_authors_perturbed\.json: record 1: field 'perturbed_answer'",
+        ),
+        (
+            "world_facts_perturbed",
+            0,
+            lambda r: r.update(perturbed_answer=["a", 3]),
+            r"world_facts_perturbed\.json: record 0: field 'perturbed_answer'",
+        ),
+    ],
+)
 def test_validate_names_file_record_field(bench, tmp_path, stem, index, change, expected):
     shutil.copytree(bench, tmp_path / "b")
     _rewrite(tmp_path / "b" / f"{stem}.json", index, change)
@@ -266,22 +310,30 @@ def test_validate_consistency_checks(bench, tmp_path):
     shutil.copytree(bench, b)
     retain = load_records(b / "retain95.json")
     (b / "retain95.json").write_text("".join(json.dumps(r) + "\n" for r in retain[:-1]))
-    with pytest.raises(ValueError, match="full.json"):
+    with pytest.raises(ValueError, match=r"full\.json"):
         validate_tofu(b, "forget05")
     shutil.copy(bench / "forget10_perturbed.json", b / "forget01_perturbed.json")
-    with pytest.raises(ValueError, match="forget01_perturbed.json: questions differ"):
+    with pytest.raises(ValueError, match=r"forget01_perturbed\.json: questions differ"):
         validate_tofu(b, "forget01")
     forget = load_records(bench / "forget10_perturbed.json")
     (b / "retain_perturbed.json").write_text(json.dumps(forget[0]) + "\n")
-    with pytest.raises(ValueError, match=r"retain_perturbed\.json: record 0 asks a question of the forget"):
+    with pytest.raises(
+        ValueError, match=r"retain_perturbed\.json: record 0 asks a question of the forget"
+    ):
         validate_tofu(b, "forget10")
 
 
 def test_link_tofu_symlinks_and_copies(bench, tmp_path):
     linked = link_tofu(bench, tmp_path / "linked")
     # pretrain.json is not TOFU's; the optional holdout files are linked when present
-    assert set(linked) == {Path(n).stem for n in TOFU_ALL_FILES} | {"holdout01", "holdout05", "holdout10"}
-    assert all(p.is_symlink() and p.resolve() == (bench / p.name).resolve() for p in linked.values())
+    assert set(linked) == {Path(n).stem for n in TOFU_ALL_FILES} | {
+        "holdout01",
+        "holdout05",
+        "holdout10",
+    }
+    assert all(
+        p.is_symlink() and p.resolve() == (bench / p.name).resolve() for p in linked.values()
+    )
     link_tofu(bench, tmp_path / "linked")  # idempotent
     copied = link_tofu(bench, tmp_path / "copied", copy=True)
     assert not any(p.is_symlink() for p in copied.values())
@@ -339,13 +391,22 @@ def test_resolve_hub_id_materialises_layout(bench, tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- real TOFU copy
 
 
-@pytest.mark.skipif(not REAL_TOFU.is_dir(), reason=f"no TOFU copy at {REAL_TOFU} (set BLUR_SHARED_DATA)")
+@pytest.mark.skipif(
+    not REAL_TOFU.is_dir(), reason=f"no TOFU copy at {REAL_TOFU} (set BLUR_SHARED_DATA)"
+)
 def test_real_tofu_layout_and_counts():
     paths = tofu_files(REAL_TOFU, "forget01")
     assert paths["retain"].name == "retain99.json"
     counts = validate_tofu(REAL_TOFU, "forget01")
-    assert counts == {"full": 4000, "forget": 40, "retain": 3960, "forget_perturbed": 40,
-                      "retain_perturbed": 400, "real_authors": 100, "world_facts": 117}
+    assert counts == {
+        "full": 4000,
+        "forget": 40,
+        "retain": 3960,
+        "forget_perturbed": 40,
+        "retain_perturbed": 400,
+        "real_authors": 100,
+        "world_facts": 117,
+    }
     assert validate_tofu(REAL_TOFU, "forget05")["retain"] == 3800
     assert validate_tofu(REAL_TOFU, "forget10")["forget"] == 400
     # JSON Lines inside .json files, as on the hub
@@ -353,10 +414,15 @@ def test_real_tofu_layout_and_counts():
     assert load_records(REAL_TOFU / "forget01.json")[0] == json.loads(first)
 
 
-@pytest.mark.skipif(not REAL_TOFU.is_dir(), reason=f"no TOFU copy at {REAL_TOFU} (set BLUR_SHARED_DATA)")
+@pytest.mark.skipif(
+    not REAL_TOFU.is_dir(), reason=f"no TOFU copy at {REAL_TOFU} (set BLUR_SHARED_DATA)"
+)
 def test_cli_prepare_data_tofu_links_real_copy(tmp_path, capsys):
     out = tmp_path / "tofu"
-    assert main(["prepare-data", "--benchmark", "tofu", "--source", str(REAL_TOFU), "--out", str(out)]) == 0
+    assert (
+        main(["prepare-data", "--benchmark", "tofu", "--source", str(REAL_TOFU), "--out", str(out)])
+        == 0
+    )
     assert sorted(p.name for p in out.iterdir()) == sorted(TOFU_ALL_FILES)
     assert all(p.is_symlink() for p in out.iterdir())
     assert "forget01: full 4000, forget 40, retain 3960" in capsys.readouterr().out
@@ -384,15 +450,23 @@ def test_subset_tofu_cuts_retain_full_and_retain_perturbed(bench, tmp_path):
     assert not (out / "full.json").is_symlink() and len(_load(bench, "full")) == 500
     assert (out / "forget10.json").is_symlink() and (out / "holdout10.json").is_symlink()
     # the other splits no longer add up to full.json, so they are gone
-    assert not any((out / f"{name}.json").exists() for name in ("forget01", "retain99", "forget05_perturbed"))
+    assert not any(
+        (out / f"{name}.json").exists() for name in ("forget01", "retain99", "forget05_perturbed")
+    )
     assert json.loads((out / "subset.json").read_text())["retain_limit"] == 40
 
 
-@pytest.mark.parametrize("limit, message", [
-    (0, "retain_limit must be a positive integer, got 0"),
-    (450, "retain_limit 450 keeps all of retain90.json (450 records)"),
-    (5, "none of retain_perturbed.json's questions is among the first 5 records of retain90.json"),
-])
+@pytest.mark.parametrize(
+    "limit, message",
+    [
+        (0, "retain_limit must be a positive integer, got 0"),
+        (450, "retain_limit 450 keeps all of retain90.json (450 records)"),
+        (
+            5,
+            "none of retain_perturbed.json's questions is among the first 5 records of retain90.json",
+        ),
+    ],
+)
 def test_subset_tofu_errors_name_the_value(bench, tmp_path, limit, message):
     out = tmp_path / "cut"
     link_tofu(bench, out)
@@ -401,21 +475,53 @@ def test_subset_tofu_errors_name_the_value(bench, tmp_path, limit, message):
     assert _load(out, "full") == _load(bench, "full")  # nothing was cut
 
 
-@pytest.mark.skipif(not REAL_TOFU.is_dir(), reason=f"no TOFU copy at {REAL_TOFU} (set BLUR_SHARED_DATA)")
+@pytest.mark.skipif(
+    not REAL_TOFU.is_dir(), reason=f"no TOFU copy at {REAL_TOFU} (set BLUR_SHARED_DATA)"
+)
 def test_cli_prepare_data_real_tofu_subset(tmp_path, capsys):
     out = tmp_path / "tofu"
-    assert main(["prepare-data", "--benchmark", "tofu", "--source", str(REAL_TOFU), "--out", str(out),
-                 "--forget-split", "forget01", "--retain-limit", "160"]) == 0
+    assert (
+        main(
+            [
+                "prepare-data",
+                "--benchmark",
+                "tofu",
+                "--source",
+                str(REAL_TOFU),
+                "--out",
+                str(out),
+                "--forget-split",
+                "forget01",
+                "--retain-limit",
+                "160",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     # 8 whole authors; retain_perturbed's first 160 questions are theirs
-    assert "forget01: full 200, forget 40, retain 160, forget_perturbed 40, retain_perturbed 160" in printed
+    assert (
+        "forget01: full 200, forget 40, retain 160, forget_perturbed 40, retain_perturbed 160"
+        in printed
+    )
     assert "forget10" not in printed
 
 
 def test_cli_retain_limit_is_for_tofu_only(tmp_path):
     with pytest.raises(SystemExit, match="--retain-limit applies to --benchmark tofu only"):
-        main(["prepare-data", "--benchmark", "embedded", "--out", str(tmp_path / "e"), "--people", "20",
-              "--retain-limit", "10"])
+        main(
+            [
+                "prepare-data",
+                "--benchmark",
+                "embedded",
+                "--out",
+                str(tmp_path / "e"),
+                "--people",
+                "20",
+                "--retain-limit",
+                "10",
+            ]
+        )
     assert not (tmp_path / "e").exists()  # refused before anything was written
 
 
@@ -424,21 +530,61 @@ def test_cli_retain_limit_is_for_tofu_only(tmp_path):
 
 def test_cli_prepare_data_embedded(bench, tmp_path):
     out = tmp_path / "emb"
-    assert main(["prepare-data", "--benchmark", "embedded", "--out", str(out),
-                 "--people", "100", "--questions-per-person", "5", "--seed", "0"]) == 0
+    assert (
+        main(
+            [
+                "prepare-data",
+                "--benchmark",
+                "embedded",
+                "--out",
+                str(out),
+                "--people",
+                "100",
+                "--questions-per-person",
+                "5",
+                "--seed",
+                "0",
+            ]
+        )
+        == 0
+    )
     assert {p.stem for p in out.iterdir()} == EXPECTED_FILES
     assert all((out / p.name).read_bytes() == p.read_bytes() for p in bench.iterdir())
 
 
 def test_cli_prepare_data_errors(bench, tmp_path, capsys):
-    assert main(["prepare-data", "--benchmark", "tofu", "--source", str(tmp_path / "nope"),
-                 "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(
+            [
+                "prepare-data",
+                "--benchmark",
+                "tofu",
+                "--source",
+                str(tmp_path / "nope"),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
     assert "nope" in capsys.readouterr().err
     broken = tmp_path / "broken"
     shutil.copytree(bench, broken)
     _rewrite(broken / "forget10.json", 4, lambda r: r.pop("question"))
-    assert main(["prepare-data", "--benchmark", "tofu", "--source", str(broken),
-                 "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(
+            [
+                "prepare-data",
+                "--benchmark",
+                "tofu",
+                "--source",
+                str(broken),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "forget10.json: record 4 is missing field 'question'" in err
     with pytest.raises(SystemExit):

@@ -26,7 +26,11 @@ from blur_core.eval.tofu import (
 )
 
 LN2, LN4 = math.log(2.0), math.log(4.0)
-SHARED_DATA = Path(os.environ.get("BLUR_SHARED_DATA", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"))
+SHARED_DATA = Path(
+    os.environ.get(
+        "BLUR_SHARED_DATA", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+    )
+)
 
 
 # ---------------------------------------------------------------------------
@@ -143,9 +147,16 @@ def test_model_utility_names_missing_keys_and_bad_values():
 
 def _row(answer_nll, paraphrased_nll, perturbed_nll, rouge, question="q"):
     ratio = float(truth_ratio([paraphrased_nll], [perturbed_nll])[0])
-    return {"question": question, "answer": "a", "generated": "g", "answer_nll": answer_nll,
-            "paraphrased_nll": paraphrased_nll, "perturbed_nll": perturbed_nll,
-            "rouge_l_recall": rouge, "truth_ratio": ratio}
+    return {
+        "question": question,
+        "answer": "a",
+        "generated": "g",
+        "answer_nll": answer_nll,
+        "paraphrased_nll": paraphrased_nll,
+        "perturbed_nll": perturbed_nll,
+        "rouge_l_recall": rouge,
+        "truth_ratio": ratio,
+    }
 
 
 def _per_example():
@@ -196,7 +207,7 @@ def test_add_forget_quality_uses_forget_truth_ratios_and_checks_questions():
     other["per_example"]["forget"][1]["question"] = "another question"
     with pytest.raises(ValueError, match="first difference at index 1"):
         add_forget_quality(ours, other)
-    with pytest.raises(ValueError, match="retain_model_result has no per_example.forget"):
+    with pytest.raises(ValueError, match=r"retain_model_result has no per_example\.forget"):
         add_forget_quality(ours, {"aggregates": {}})
 
 
@@ -210,7 +221,12 @@ def _write_lines(path: Path, records: list[dict]) -> None:
 
 
 def _tiny_bench(tmp_path: Path) -> Path:
-    full = {"question": "q?", "answer": "a.", "paraphrased_answer": "p.", "perturbed_answer": ["x.", "y."]}
+    full = {
+        "question": "q?",
+        "answer": "a.",
+        "paraphrased_answer": "p.",
+        "perturbed_answer": ["x.", "y."],
+    }
     short = {"question": "q?", "answer": "a.", "perturbed_answer": ["x.", "y.", "z."]}
     _write_lines(tmp_path / "forget01_perturbed.json", [full, full])
     _write_lines(tmp_path / "retain_perturbed.json", [full, full, full])
@@ -221,33 +237,49 @@ def _tiny_bench(tmp_path: Path) -> Path:
 
 def test_load_tofu_eval_sets_reads_the_four_files(tmp_path):
     sets = load_tofu_eval_sets(_tiny_bench(tmp_path), "forget01")
-    assert {k: len(v) for k, v in sets.items()} == {"forget": 2, "retain": 3, "real_authors": 2,
-                                                    "world_facts": 1}
+    assert {k: len(v) for k, v in sets.items()} == {
+        "forget": 2,
+        "retain": 3,
+        "real_authors": 2,
+        "world_facts": 1,
+    }
 
 
 def test_load_tofu_eval_sets_names_file_record_and_field(tmp_path):
     bench = _tiny_bench(tmp_path)
-    records = [json.loads(line) for line in (bench / "retain_perturbed.json").read_text().splitlines()]
+    records = [
+        json.loads(line) for line in (bench / "retain_perturbed.json").read_text().splitlines()
+    ]
     del records[2]["paraphrased_answer"]
     _write_lines(bench / "retain_perturbed.json", records)
-    with pytest.raises(ValueError, match=r"retain_perturbed\.json: record 2 is missing field 'paraphrased_answer'"):
+    with pytest.raises(
+        ValueError, match=r"retain_perturbed\.json: record 2 is missing field 'paraphrased_answer'"
+    ):
         load_tofu_eval_sets(bench, "forget01")
     records[2]["paraphrased_answer"] = "p."
     records[1]["perturbed_answer"] = "not a list"
     _write_lines(bench / "retain_perturbed.json", records)
-    with pytest.raises(ValueError, match=r"retain_perturbed\.json: record 1 field 'perturbed_answer'"):
+    with pytest.raises(
+        ValueError, match=r"retain_perturbed\.json: record 1 field 'perturbed_answer'"
+    ):
         load_tofu_eval_sets(bench, "forget01")
-    with pytest.raises(FileNotFoundError, match="forget05_perturbed.json"):
+    with pytest.raises(FileNotFoundError, match=r"forget05_perturbed\.json"):
         load_tofu_eval_sets(bench, "forget05")
     with pytest.raises(ValueError, match="forget_split"):
         load_tofu_eval_sets(bench, "../forget01")
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "tofu" / "forget01_perturbed.json").is_file(),
-                    reason=f"real TOFU data not found under {SHARED_DATA} (set BLUR_SHARED_DATA)")
+@pytest.mark.skipif(
+    not (SHARED_DATA / "tofu" / "forget01_perturbed.json").is_file(),
+    reason=f"real TOFU data not found under {SHARED_DATA} (set BLUR_SHARED_DATA)",
+)
 def test_real_tofu_files_load_with_expected_counts():
     sets = load_tofu_eval_sets(SHARED_DATA / "tofu", "forget01")
-    assert {k: len(v) for k, v in sets.items()} == {"forget": 40, "retain": 400, "real_authors": 100,
-                                                    "world_facts": 117}
+    assert {k: len(v) for k, v in sets.items()} == {
+        "forget": 40,
+        "retain": 400,
+        "real_authors": 100,
+        "world_facts": 117,
+    }
     assert all(len(r["perturbed_answer"]) >= 3 for rows in sets.values() for r in rows)
     assert sets["world_facts"][0]["answer"] == "Paris" and "paraphrased_answer" in sets["forget"][0]

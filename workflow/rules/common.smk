@@ -38,6 +38,7 @@ def run_of(wildcards):
 
 # ----------------------------------------------------------------------------- targets
 
+
 def all_eval_files():
     return STUDY.eval_files()
 
@@ -55,6 +56,7 @@ def suite_outputs():
 
 
 # ----------------------------------------------------------------------------- inputs
+
 
 def base_model_input(wildcards):
     return STUDY.base_model_dir(wildcards.bench, wildcards.model)
@@ -77,6 +79,7 @@ def retain_suites_input(wildcards):
 
 
 # ----------------------------------------------------------------------------- params
+
 
 def data_args(wildcards):
     return STUDY.data_args(wildcards.bench)

@@ -5,11 +5,11 @@
 rule prepare_data:
     output:
         directory(f"{R}/data/{{bench}}"),
-    params:
-        args=data_args,
     log:
         f"{R}/logs/prepare_data/{{bench}}.log",
     conda:
         "../../envs/blur.yaml"
+    params:
+        args=data_args,
     shell:
         "python -m blur_core prepare-data {params.args} --out {output} > {log} 2>&1"

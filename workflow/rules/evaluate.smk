@@ -10,16 +10,16 @@ rule evaluate:
         retain=retain_eval_input,
     output:
         f"{R}/{{bench}}/{{model}}/{{unit}}/eval.json",
-    params:
-        args=eval_params,
-        retain=retain_eval_arg,
-    threads: 1
     log:
         f"{R}/logs/evaluate/{{bench}}/{{model}}/{{unit}}.log",
     benchmark:
         f"{R}/benchmarks/evaluate/{{bench}}/{{model}}/{{unit}}.tsv"
     conda:
         "../../envs/blur.yaml"
+    threads: 1
+    params:
+        args=eval_params,
+        retain=retain_eval_arg,
     shell:
         "python -m blur_core evaluate --model {input.model} --benchmark-dir {input.data} "
         "{params.args} {params.retain} --out {output} > {log} 2>&1"
@@ -38,17 +38,17 @@ if SUITES:
             retain=retain_suites_input,
         output:
             suite_outputs(),
-        params:
-            suites=suites_json,
-            retain=retain_suites_arg,
-            out_dir=suites_out_dir,
-        threads: 1
         log:
             f"{R}/logs/evaluate_suites/{{bench}}/{{model}}/{{unit}}.log",
         benchmark:
             f"{R}/benchmarks/evaluate_suites/{{bench}}/{{model}}/{{unit}}.tsv"
         conda:
             "../../envs/blur.yaml"
+        threads: 1
+        params:
+            suites=suites_json,
+            retain=retain_suites_arg,
+            out_dir=suites_out_dir,
         shell:
             "python -m blur_core evaluate-suites --model {input.model} --suites-json {params.suites:q} "
             "{params.retain} --out-dir {params.out_dir} > {log} 2>&1"

@@ -8,12 +8,12 @@ rule prepare_embedded_model:
         data=f"{R}/data/{{bench}}",
     output:
         directory(f"{R}/models/{{bench}}/{{model}}/base"),
-    params:
-        args=embedded_model_args,
     log:
         f"{R}/logs/prepare_model/{{bench}}/{{model}}.log",
     conda:
         "../../envs/blur.yaml"
+    params:
+        args=embedded_model_args,
     shell:
         "python -m blur_core prepare-model --embedded-bench {input.data} {params.args} --out {output} > {log} 2>&1"
 
@@ -21,12 +21,12 @@ rule prepare_embedded_model:
 rule import_model:
     output:
         directory(f"{R}/models/imported/{{model}}"),
-    params:
-        args=model_args,
     log:
         f"{R}/logs/import_model/{{model}}.log",
     conda:
         "../../envs/blur.yaml"
+    params:
+        args=model_args,
     shell:
         "python -m blur_core import-model {params.args} --out {output} > {log} 2>&1"
 
@@ -39,16 +39,16 @@ rule finetune:
         model=directory(f"{R}/{{bench}}/{{model}}/finetune/{{kind}}/model"),
         log_jsonl=f"{R}/{{bench}}/{{model}}/finetune/{{kind}}/train_log.jsonl",
         summary=f"{R}/{{bench}}/{{model}}/finetune/{{kind}}/summary.json",
-    params:
-        cfg=finetune_config,
-    threads: 2
-    resources:
-        gpu=0,
     log:
         f"{R}/logs/finetune/{{bench}}/{{model}}/{{kind}}.log",
     benchmark:
         f"{R}/benchmarks/finetune/{{bench}}/{{model}}/{{kind}}.tsv"
     conda:
         "../../envs/blur.yaml"
+    threads: 2
+    resources:
+        gpu=0,
+    params:
+        cfg=finetune_config,
     shell:
         "python -m blur_core unlearn --config-json {params.cfg:q} > {log} 2>&1"

@@ -9,12 +9,12 @@ rule relearn_data:
         f"{R}/data/{{bench}}",
     output:
         f"{R}/relearn_data/{{bench}}.jsonl",
-    params:
-        args=relearn_slice_args,
     log:
         f"{R}/logs/relearn_data/{{bench}}.log",
     conda:
         "../../envs/blur.yaml"
+    params:
+        args=relearn_slice_args,
     shell:
         "python -m blur_core slice-data {params.args} --out {output} > {log} 2>&1"
 
@@ -24,19 +24,21 @@ rule relearn:
         model=f"{R}/{{bench}}/{{model}}/runs/{{entry}}/{{tag}}/model",
         data=f"{R}/relearn_data/{{bench}}.jsonl",
     output:
-        model=temp(directory(f"{R}/{{bench}}/{{model}}/runs/{{entry}}/{{tag}}/relearn/k{{k}}/model")),
+        model=temp(
+            directory(f"{R}/{{bench}}/{{model}}/runs/{{entry}}/{{tag}}/relearn/k{{k}}/model")
+        ),
         summary=f"{R}/{{bench}}/{{model}}/runs/{{entry}}/{{tag}}/relearn/k{{k}}/summary.json",
-    params:
-        cfg=relearn_config,
-    threads: 1
-    resources:
-        gpu=GPU_RESOURCES["gpu"],
-        gres=GPU_RESOURCES["gres"],
     log:
         f"{R}/logs/relearn/{{bench}}/{{model}}/{{entry}}/{{tag}}/k{{k}}.log",
     benchmark:
         f"{R}/benchmarks/relearn/{{bench}}/{{model}}/{{entry}}/{{tag}}/k{{k}}.tsv"
     conda:
         "../../envs/blur.yaml"
+    threads: 1
+    resources:
+        gpu=GPU_RESOURCES["gpu"],
+        gres=GPU_RESOURCES["gres"],
+    params:
+        cfg=relearn_config,
     shell:
         "python -m blur_core unlearn --config-json {params.cfg:q} > {log} 2>&1"

@@ -12,15 +12,21 @@ rule report:
     output:
         csv=report(f"{R}/report/summary.csv", caption="../report/summary.rst", category="Summary"),
         md=f"{R}/report/summary.md",
-        plot=report(f"{R}/report/tradeoff.png", caption="../report/tradeoff.rst", category="Trade-off"),
-        plots=report(directory(f"{R}/report/plots"), patterns=["{name}.png"], caption="../report/plots.rst",
-                     category="Benchmarks"),
-    params:
-        out_dir=report_out_dir,
+        plot=report(
+            f"{R}/report/tradeoff.png", caption="../report/tradeoff.rst", category="Trade-off"
+        ),
+        plots=report(
+            directory(f"{R}/report/plots"),
+            patterns=["{name}.png"],
+            caption="../report/plots.rst",
+            category="Benchmarks",
+        ),
     log:
         f"{R}/logs/report.log",
     conda:
         "../../envs/blur.yaml"
+    params:
+        out_dir=report_out_dir,
     shell:
         "python -m blur_core report --out-dir {params.out_dir} "
         "--evals {input.evals} > {log} 2>&1"

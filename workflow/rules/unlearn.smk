@@ -9,6 +9,7 @@
 # rerun, not a restart) blur_core discards the old checkpoints instead of resuming them.
 # The log starts each attempt with the host, SLURM job id and CUDA_VISIBLE_DEVICES.
 
+
 rule unlearn:
     input:
         target=target_model_input,
@@ -17,20 +18,20 @@ rule unlearn:
         final=temp(directory(f"{R}/{{bench}}/{{model}}/runs/{{entry}}/{{tag}}/final")),
         log_jsonl=f"{R}/{{bench}}/{{model}}/runs/{{entry}}/{{tag}}/train_log.jsonl",
         summary=f"{R}/{{bench}}/{{model}}/runs/{{entry}}/{{tag}}/summary.json",
-    params:
-        cfg=unlearn_config,
-        launch=launcher,
-    threads: 1
-    resources:
-        gpu=GPU_RESOURCES["gpu"],
-        gres=GPU_RESOURCES["gres"],
     log:
         f"{R}/logs/unlearn/{{bench}}/{{model}}/{{entry}}/{{tag}}.log",
     benchmark:
         f"{R}/benchmarks/unlearn/{{bench}}/{{model}}/{{entry}}/{{tag}}.tsv"
     conda:
         "../../envs/blur.yaml"
+    threads: 1
+    resources:
+        gpu=GPU_RESOURCES["gpu"],
+        gres=GPU_RESOURCES["gres"],
+    params:
+        cfg=unlearn_config,
+        launch=launcher,
     shell:
-        "echo \"=== unlearn attempt $(date -u +%FT%TZ) on $(hostname): SLURM_JOB_ID=${{SLURM_JOB_ID:-none}}"
-        " CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-unset}} launch: {params.launch}\" >> {log}; "
+        'echo "=== unlearn attempt $(date -u +%FT%TZ) on $(hostname): SLURM_JOB_ID=${{SLURM_JOB_ID:-none}}'
+        ' CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-unset}} launch: {params.launch}" >> {log}; '
         "{params.launch} blur_core unlearn --config-json {params.cfg:q} >> {log} 2>&1"
