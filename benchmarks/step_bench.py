@@ -9,7 +9,7 @@ LocalBackend; they differ only in how F and R become the update d:
   BLUR       blur_core.bilevel.blur_direction on the flat fp32 buffers, in place; the three
              sums stay on the device (the loop's one host sync per step reads them).
   GradDiff   blur_core.bilevel.weighted_sum, same buffers, same single sync.
-  reference  the reference code's update (DESIGN.md section 4), reimplemented here as a
+  reference  the reference code's update (docs/architecture.md section 6), reimplemented here as a
              baseline (it is not library code): clone the forget and the retain gradient of
              every parameter (two full-size copies), per parameter ``torch.sum(f*r).item()``
              and ``torch.sum(f*f).item()`` (two host syncs per parameter tensor), then a new

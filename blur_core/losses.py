@@ -21,7 +21,7 @@ Conventions (shared by every loss in this module)
   examples of the batch. Because of this, splitting a batch into micro-batches
   of equal size and averaging their losses reproduces the full-batch loss (and
   gradient) exactly, which is what makes gradient accumulation and data
-  parallelism exact (DESIGN.md section 3). Note that this is *not* a global
+  parallelism exact (docs/architecture.md section 4). Note that this is *not* a global
   mean over all tokens of the batch: examples weigh equally whatever their
   length.
 * **Empty examples**: an example with zero valid tokens (all labels ignored,

@@ -243,7 +243,7 @@ def prepare_embedded_model(
     prompt template and the IdK refusals, so nothing the pipeline feeds the model maps
     to ``<unk>``. The defaults (4 layers, hidden 128, MLP 512: about 1.2M parameters with
     the ~600-word vocabulary) are the size that memorised 500 QA pairs in ~2 minutes on
-    2 CPU cores in the calibration (DESIGN 7); 2 layers did not converge there.
+    2 CPU cores in the calibration (docs/architecture.md section 7); 2 layers did not converge there.
 
     Saved atomically (safetensors, config, tokenizer) to ``out_dir``; returns its path.
     Deterministic: the same directory and arguments give identical files.

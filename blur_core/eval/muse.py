@@ -1,5 +1,5 @@
 """MUSE-News evaluation (Shi et al. 2024), matching MUSE's official ``eval_model``
-(``swj0419/muse_bench``) and DESIGN.md section 5.
+(``swj0419/muse_bench``); definitions in docs/architecture.md section 8.
 
 Prompts are raw text (no chat template) tokenised with ``add_special_tokens=True``;
 decoding is greedy (``do_sample=False``) and outputs are decoded with

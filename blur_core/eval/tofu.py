@@ -1,4 +1,4 @@
-"""TOFU evaluation (Maini et al. 2024), matching DESIGN.md section 5.
+"""TOFU evaluation (Maini et al. 2024), as TOFU's own code (docs/architecture.md section 8).
 
 Four sets are evaluated: ``forget`` (``forgetXX_perturbed.json``), ``retain``
 (``retain_perturbed.json``), ``real_authors`` and ``world_facts``
@@ -59,7 +59,7 @@ SETS: tuple[str, ...] = ("forget", "retain", "real_authors", "world_facts")
 UTILITY_SETS: tuple[str, ...] = ("retain", "real_authors", "world_facts")
 """Sets whose aggregates enter model utility."""
 NORMALISED_PROBABILITY_SETS: tuple[str, ...] = ("real_authors", "world_facts")
-"""Sets whose probability is normalised over the answer options (DESIGN 5)."""
+"""Sets whose probability is normalised over the answer options (as TOFU's own code)."""
 METRICS: tuple[str, ...] = ("probability", "rouge", "truth_ratio")
 """Aggregate metrics per set."""
 UTILITY_KEYS: tuple[str, ...] = tuple(f"{s}_{m}" for s in UTILITY_SETS for m in METRICS)

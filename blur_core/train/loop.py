@@ -1,6 +1,6 @@
 """The training loop shared by BLUR and every baseline.
 
-One optimizer step (K = grad_accum micro-batches, see DESIGN.md section 3):
+One optimizer step (K = grad_accum micro-batches, docs/architecture.md section 4):
   1. for each micro-batch: forget forward, backward(L_f / K) into buffer F;
      retain forward, backward(L_r / K) into buffer R (separate forward passes);
   2. at the boundary: F, R averaged over data-parallel ranks (by the backend);

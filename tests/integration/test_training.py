@@ -64,7 +64,17 @@ def test_blur_with_each_forget_loss(blur_forget_loss, target_model, embedded, tm
         parse_run_config(run_config(target_model, tmp_path, method, embedded, max_steps=2, lr=1e-2))
     )
     log = read_log(tmp_path)
-    assert all(r["xi"] is not None and math.isfinite(r["xi"]) for r in log)
+    assert [r["step"] for r in log] == [1, 2]
+    for r in log:
+        # forget priority with every forget loss: xi = gamma - <R,F>/||F||^2, so the update
+        # d = R + xi F has <d, F> = gamma ||F||^2 (the forget loss descends at every step)
+        assert not r["fallback"] and r["norm_f"] > 0 and r["norm_r"] > 0
+        assert r["xi"] == pytest.approx(0.1 - r["dot"] / r["norm_f"] ** 2, rel=1e-6, abs=1e-9)
+        inner = r["dot"] + r["xi"] * r["norm_f"] ** 2
+        assert inner == pytest.approx(0.1 * r["norm_f"] ** 2, rel=1e-6)
+        # ||d||^2 = ||R||^2 + 2 xi <R,F> + xi^2 ||F||^2
+        norm_d2 = r["norm_r"] ** 2 + 2 * r["xi"] * r["dot"] + r["xi"] ** 2 * r["norm_f"] ** 2
+        assert r["update_norm_raw"] ** 2 == pytest.approx(norm_d2, rel=1e-4)
 
 
 def _forget_nll(model_dir, embedded) -> float:

@@ -1,6 +1,6 @@
 """A real single-node SLURM (munged + slurmctld + slurmd) for the tests, run as root.
 
-Debian's slurm-wlm (22.05) without systemd or cgroups (DESIGN.md section 7): ProctrackType
+Debian's slurm-wlm (22.05) without systemd or cgroups (docs/architecture.md section 7): ProctrackType
 linuxproc, TaskPlugin none, no slurmdbd (so snakemake must use `squeue` for job status),
 two fake GPUs declared as gres backed by char devices. The daemons run in the foreground
 as our children and are stopped by PID. Everything it writes lives in one state dir,

@@ -32,7 +32,7 @@ SLURM_CONFIG["evaluations"] = {"memorisation": {"kind": "memorisation"}}
 SLURM_CONFIG["relearn"] = {"steps": []}
 
 # the test variant of slurm/config.yaml: what a cluster without slurmdbd and a 2-core
-# node needs (DESIGN.md section 7), everything else as in the real profile
+# node needs (docs/architecture.md section 7), everything else as in the real profile
 PROFILE_OVERRIDES = {
     "jobs": 4,
     "latency-wait": 5,

@@ -418,19 +418,24 @@ def test_method_needing_retain_without_retain_set(minimal):
 
 def test_sets_not_needed_may_be_absent(minimal):
     # sft uses only the retain set; ga only the forget set; graddiff with retain_weight 0 too.
-    parse_run_config(
+    sft = parse_run_config(
         {**minimal, "method": {"name": "sft"}, "data": {"retain": minimal["data"]["retain"]}}
     )
-    parse_run_config(
+    assert sft.data.forget is None and sft.data.files("retain") == [minimal["data"]["retain"]]
+    assert not sft.objective().uses_forget and sft.objective().uses_retain
+    ga = parse_run_config(
         {**minimal, "method": {"name": "ga"}, "data": {"forget": minimal["data"]["forget"]}}
     )
-    parse_run_config(
+    assert ga.data.retain is None and ga.data.files("retain") == []
+    assert ga.objective().uses_forget and not ga.objective().uses_retain
+    graddiff = parse_run_config(
         {
             **minimal,
             "method": {"name": "graddiff", "retain_weight": 0},
             "data": {"forget": minimal["data"]["forget"]},
         }
     )
+    assert graddiff.objective().retain_weight == 0.0 and not graddiff.objective().uses_retain
 
 
 def test_method_without_name_raises(minimal):

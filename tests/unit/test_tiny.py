@@ -158,7 +158,7 @@ def test_prepare_embedded_model_deterministic_defaults(tmp_path, embedded_bench)
         assert p.read_bytes() == (b / p.name).read_bytes(), p.name
     model = AutoModelForCausalLM.from_pretrained(a)
     cfg = model.config
-    # DESIGN 7: 4 layers at hidden 128 memorised 500 QA; 2 layers did not converge
+    # docs/architecture.md section 7: 4 layers at hidden 128 memorised 500 QA; 2 layers did not converge
     assert (cfg.hidden_size, cfg.num_hidden_layers) == (128, 4)
     assert 0.8e6 < sum(p.numel() for p in model.parameters()) < 1.6e6
     c = prepare_embedded_model(embedded_bench, tmp_path / "c", seed=1)
