@@ -25,7 +25,7 @@ wildcard_constraints:
     entry=r"[^/]+",
     tag=r"[^/]+",
     kind=r"target|retain",
-    unit=r"finetune/(target|retain)|runs/[^/]+/[^/]+(/relearn/k\d+)?",
+    unit=r"(finetune|published)/(target|retain)|runs/[^/]+/[^/]+(/relearn/k\d+)?",
     k=r"\d+",
 
 

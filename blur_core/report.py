@@ -60,7 +60,7 @@ def _row_from_eval(path: Path) -> dict[str, Any]:
     ):
         bench, model, _, entry, tag = parts[-7:-2]
         role, relearn_steps = "relearned", int(parts[-1][1:])
-    elif len(parts) >= 4 and parts[-2] == "finetune":
+    elif len(parts) >= 4 and parts[-2] in ("finetune", "published"):
         bench, model, _, role = parts[-4:]
         entry, tag = role, ""
     elif len(parts) >= 5 and parts[-3] == "runs":
@@ -68,7 +68,8 @@ def _row_from_eval(path: Path) -> dict[str, Any]:
         role = "unlearned"
     else:
         raise ValueError(
-            f"{path}: not under <results>/<bench>/<model>/(finetune/<kind>|runs/<entry>/<tag>)"
+            f"{path}: not under <results>/<bench>/<model>/"
+            "((finetune|published)/<kind>|runs/<entry>/<tag>)"
         )
     result = json.loads(path.read_text())
     run_dir = path.parent
@@ -95,6 +96,9 @@ def _row_from_eval(path: Path) -> dict[str, Any]:
     for s in SETS:
         for m in METRICS:
             row[f"{s}_{m}"] = result.get("aggregates", {}).get(s, {}).get(m)
+    row["origin"] = parts[-2] if role in ("target", "retain") else ""
+    # metrics that could not be measured, with the reason (e.g. no retain model)
+    unavailable = dict(result.get("unavailable", {}))
     row["relearn_steps"] = relearn_steps
     if relearn_steps is not None:  # the unlearning run's seed, not the relearning's data seed
         unlearn_cfg = run_dir.parents[1] / "run_config.yaml"
@@ -106,7 +110,11 @@ def _row_from_eval(path: Path) -> dict[str, Any]:
         suite = json.loads(suite_file.read_text())
         for key, value in suite.get("metrics", {}).items():
             row[f"{suite_file.stem}.{key}"] = value
+        for key, reason in suite.get("unavailable", {}).items():
+            row[f"{suite_file.stem}.{key}"] = None
+            unavailable[f"{suite_file.stem}.{key}"] = reason
         row.setdefault("_suite_kinds", {})[suite_file.stem] = suite.get("kind", "")
+    row["_unavailable"] = unavailable
     row["train_wall_s"] = summary.get("wall_time_s")
     row["steps"] = summary.get("steps")
     row["path"] = str(run_dir)
@@ -145,7 +153,7 @@ def columns(rows: list[dict]) -> list[str]:
         BASE_COLUMNS
         + [f"{s}_{m}" for s in SETS for m in METRICS]
         + suite_columns(rows)
-        + ["relearn_steps", "train_wall_s", "steps", "path"]
+        + ["relearn_steps", "train_wall_s", "steps", "origin", "path"]
     )
 
 
@@ -167,8 +175,23 @@ def _fmt(v: Any) -> str:
 def _table(rows: list[dict], cols: list[str], names: dict[str, str] | None = None) -> list[str]:
     names = names or {}
     lines = ["| " + " | ".join(names.get(c, c) for c in cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    lines += ["| " + " | ".join(_cell(r, c) for c in cols) + " |" for r in rows]
+    reasons = {
+        (names.get(c, c), r["_unavailable"][c])
+        for r in rows
+        for c in cols
+        if c in r.get("_unavailable", {})
+    }
+    lines += [f"\nn/a, {col}: {reason}" for col, reason in sorted(reasons)]
     return lines
+
+
+def _cell(row: dict, col: str) -> str:
+    """A table cell: the value, or "n/a" for a metric that could not be measured (the reason
+    goes under the table), never an invented number."""
+    if row.get(col) is None and col in row.get("_unavailable", {}):
+        return "n/a"
+    return _fmt(row.get(col))
 
 
 SUITE_NOTES = {
@@ -212,6 +235,16 @@ def write_markdown(rows: list[dict], path: str | Path) -> None:
         "",
     ]
     lines += _table(main_rows, cols)
+    published = sorted(
+        f"{r['benchmark']}/{r['model']} {r['role']}"
+        for r in main_rows
+        if r.get("origin") == "published"
+    )
+    if published:
+        lines += [
+            "",
+            "Published checkpoints (imported, not fine-tuned here): " + ", ".join(published),
+        ]
     kinds: dict[str, str] = {}
     for r in main_rows:
         kinds.update(r.get("_suite_kinds", {}))
@@ -282,7 +315,10 @@ def _sort_value(row: dict) -> float:
 
 
 def plot_tradeoff(rows: list[dict], path: str | Path) -> None:
-    """Forget quality (log y) vs model utility (x): one series per sweep entry, grid order joined."""
+    """Forget quality (log y) vs model utility (x): one series per sweep entry, grid order joined.
+
+    An experiment without a retain model has no forget quality; its panel plots the forget
+    probability (linear, lower = more forgotten) instead and says so."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -294,12 +330,17 @@ def plot_tradeoff(rows: list[dict], path: str | Path) -> None:
     fig, axes = plt.subplots(1, len(groups), figsize=(7 * len(groups), 5.5), squeeze=False)
     for ax, ((bench, model), grp) in zip(axes[0], groups.items()):
         floor = 1e-12
+        with_fq = all(r.get("forget_quality") is not None for r in grp)
+
+        def y_of(r, with_fq=with_fq, floor=floor):
+            return max(r["forget_quality"], floor) if with_fq else r["forget_probability"]
+
         entries = sorted({r["entry"] for r in grp if r["role"] == "unlearned"})
         cmap = plt.get_cmap("tab10")
         for i, entry in enumerate(entries):
             pts = sorted((r for r in grp if r["entry"] == entry), key=_grid_value)
             xs = [r["model_utility"] for r in pts]
-            ys = [max(r["forget_quality"], floor) for r in pts]
+            ys = [y_of(r) for r in pts]
             keys = sorted({kv.split("=", 1)[0] for r in pts for kv in r["hparams"].split()})
             label = f"{entry} ({pts[0]['method']}" + (f"; {', '.join(keys)}" if keys else "") + ")"
             ax.plot(xs, ys, "-o", color=cmap(i % 10), label=label, alpha=0.85)
@@ -317,7 +358,7 @@ def plot_tradeoff(rows: list[dict], path: str | Path) -> None:
             for r in (r for r in grp if r["role"] == role):
                 ax.scatter(
                     [r["model_utility"]],
-                    [max(r["forget_quality"], floor)],
+                    [y_of(r)],
                     marker=marker,
                     s=160,
                     color=color,
@@ -325,9 +366,14 @@ def plot_tradeoff(rows: list[dict], path: str | Path) -> None:
                     label=f"{role} model",
                     edgecolors="white",
                 )
-        ax.set_yscale("log")
         ax.set_xlabel("model utility (higher = more kept)")
-        ax.set_ylabel("forget quality (KS p-value vs retain model, log)")
+        if with_fq:
+            ax.set_yscale("log")
+            ax.set_ylabel("forget quality (KS p-value vs retain model, log)")
+        else:
+            ax.set_ylabel(
+                "forget probability (lower = more forgotten; forget quality n/a: no retain model)"
+            )
         ax.set_title(f"{bench} / {model}: forgetting vs utility")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8, loc="best")

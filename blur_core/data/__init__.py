@@ -22,12 +22,14 @@ from blur_core.data.mc import MCItem, load_mmlu, load_wmdp, select_items
 from blur_core.data.muse import MuseData, load_muse
 from blur_core.data.qa import (
     IDK_ANSWERS,
+    PROMPT_FORMATS,
     QADataset,
     QAFormat,
     encode_answer,
     encode_prompt,
     encode_qa,
     idk_answer,
+    prompt_format,
 )
 from blur_core.data.text import TextChunkDataset
 from blur_core.data.tofu import (
@@ -44,6 +46,7 @@ __all__ = [
     "ATTRIBUTE_KEYS",
     "IDK_ANSWERS",
     "IGNORE_INDEX",
+    "PROMPT_FORMATS",
     "TOFU_SPLITS",
     "BenchmarkUnavailableError",
     "MCItem",
@@ -67,6 +70,7 @@ __all__ = [
     "make_real_authors",
     "make_world_facts",
     "pad_collate",
+    "prompt_format",
     "require_fields",
     "resolve_benchmark_root",
     "select_items",

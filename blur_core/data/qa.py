@@ -50,6 +50,9 @@ class QAFormat:
             (typically a space so that the answer starts a new word).
         use_chat_template: ``True``/``False`` force it; ``None`` uses the tokenizer's
             chat template iff ``tokenizer.chat_template`` is set.
+        system_prompt: with a chat template, a system message put before the question.
+        chat_template_kwargs: extra variables of the chat template as ``(name, value)``
+            pairs (e.g. Llama 3's ``date_string``).
     """
 
     question_key: str = "question"
@@ -57,6 +60,8 @@ class QAFormat:
     prompt_template: str = "Question: {question}\nAnswer:"
     answer_prefix: str = " "
     use_chat_template: bool | None = None
+    system_prompt: str | None = None
+    chat_template_kwargs: tuple[tuple[str, str], ...] = ()
 
     def wants_chat_template(self, tokenizer) -> bool:
         """Whether this format applies ``tokenizer``'s chat template."""
@@ -68,6 +73,41 @@ class QAFormat:
                 "QAFormat(use_chat_template=True) but the tokenizer has no chat_template"
             )
         return self.use_chat_template
+
+
+# Named prompt formats: what a model was fine-tuned with, so that training and evaluation of
+# a published checkpoint use the same prompt (``data.prompt_format`` in a run config,
+# ``--prompt-format`` of the evaluation commands, ``prompt_format`` in the pipeline config).
+PROMPT_FORMATS: dict[str, QAFormat] = {
+    # the tokenizer's chat template when it has one, else "Question: ...\nAnswer:" (default)
+    "auto": QAFormat(),
+    # "Question: {question}\nAnswer:" + " answer", never a chat template
+    "plain": QAFormat(use_chat_template=False),
+    # the tokenizer's chat template, no system message
+    "chat": QAFormat(use_chat_template=True),
+    # open-unlearning's Llama 3.x Instruct TOFU models (configs/model/Llama-3.2-1B-Instruct.yaml
+    # at locuslab/open-unlearning d3d7cf9: apply_chat_template, system prompt, date_string)
+    "open-unlearning-llama3": QAFormat(
+        use_chat_template=True,
+        system_prompt="You are a helpful assistant.",
+        chat_template_kwargs=(("date_string", "10 Apr 2025"),),
+    ),
+    # the original TOFU Llama-2-7b-chat models and open-unlearning's Llama-2-7b-chat config:
+    # "[INST] {question} [/INST]" with the answer right after it (asst_start_tag "")
+    "tofu-llama2": QAFormat(
+        prompt_template="[INST] {question} [/INST]", answer_prefix="", use_chat_template=False
+    ),
+}
+
+
+def prompt_format(name: str) -> QAFormat:
+    """The named prompt format (``PROMPT_FORMATS``); ``ValueError`` listing the names."""
+    try:
+        return PROMPT_FORMATS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown prompt format {name!r}; known formats: {sorted(PROMPT_FORMATS)}"
+        ) from None
 
 
 def _as_id_list(encoded) -> list[int]:
@@ -92,10 +132,14 @@ def encode_prompt(tokenizer, question: str, fmt: QAFormat = QAFormat()) -> list[
     so BOS is prepended when the tokenizer defines it.
     """
     if fmt.wants_chat_template(tokenizer):
+        messages = [{"role": "user", "content": question}]
+        if fmt.system_prompt:
+            messages.insert(0, {"role": "system", "content": fmt.system_prompt})
         out = tokenizer.apply_chat_template(
-            [{"role": "user", "content": question}],
+            messages,
             add_generation_prompt=True,
             tokenize=True,
+            **dict(fmt.chat_template_kwargs),
         )
         return _as_id_list(out)
     text = fmt.prompt_template.format(question=question)

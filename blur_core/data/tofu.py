@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from pathlib import Path
 
 from blur_core.atomic import atomic_dir
 from blur_core.config import require_int
 from blur_core.data.io import load_records, write_jsonl
+from blur_core.hub import cached_snapshot, fill_command, hub_cache_dir, is_hub_id, is_offline
 
 __all__ = [
     "FORGET_FRACTIONS",
@@ -85,8 +85,6 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     "real_authors": (*_QA, "perturbed_answer"),
     "world_facts": (*_QA, "perturbed_answer"),
 }
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 class BenchmarkUnavailableError(FileNotFoundError):
@@ -303,7 +301,11 @@ def resolve_benchmark_root(source: str | Path, cache_dir: str | Path | None = No
     """A directory in the TOFU layout for ``source``.
 
     * an existing local directory is returned as is;
-    * a hub id (``owner/name``, e.g. ``"locuslab/TOFU"``) is materialised into
+    * a hub id (``owner/name``, e.g. ``"locuslab/TOFU"``) whose dataset repo is in the Hugging
+      Face hub cache with the layout's JSON files at its root (what ``hf download
+      locuslab/TOFU --repo-type dataset`` gives; :mod:`blur_core.hub`) is read from that
+      snapshot directory, online or offline;
+    * otherwise a hub id is materialised into
       ``cache_dir`` (default ``$BLUR_CACHE/benchmarks/<owner>__<name>``, ``$BLUR_CACHE``
       defaulting to ``~/.cache/blur``) with ``datasets.load_dataset(id, <file stem>,
       split="train")`` for every file of the layout, written as JSON Lines ``.json``
@@ -322,13 +324,26 @@ def resolve_benchmark_root(source: str | Path, cache_dir: str | Path | None = No
         raise FileNotFoundError(
             f"benchmark source {text!r} is a file; expected a directory or a hub id"
         )
-    if text.startswith((".", "/", "~")) or not _HUB_ID.match(text):
+    if not is_hub_id(text):
         raise FileNotFoundError(
             f"benchmark directory not found: {text!r} (and it is not a hub id like 'locuslab/TOFU')"
         )
+    snapshot = cached_snapshot(text, "dataset")
+    if snapshot is not None and all((snapshot / n).is_file() for n in TOFU_ALL_FILES):
+        return snapshot
     dest = Path(cache_dir) if cache_dir is not None else _default_cache_dir(text)
     if (dest / ".complete").is_file() and all((dest / n).is_file() for n in TOFU_ALL_FILES):
         return dest
+    if is_offline():
+        # datasets' own cache may still hold it (an earlier online load_dataset); the error
+        # below names the command that fills the hub cache
+        hint = f"`{fill_command(text, 'dataset')}` where there is internet (same HF_HOME)"
+        try:
+            return _materialise_hub(text, dest)
+        except BenchmarkUnavailableError as exc:
+            raise BenchmarkUnavailableError(
+                f"{exc}; or fill the Hugging Face cache ({hub_cache_dir()}): {hint}"
+            ) from None
     return _materialise_hub(text, dest)
 
 

@@ -58,6 +58,10 @@ __all__ = [
     "write_result",
 ]
 
+NO_RETAIN_MODEL_PRIVLEAK = (
+    "no retain model in this experiment: PrivLeak is relative to a retain model's AUC "
+    "(MUSE's published constant holds for MUSE's own Llama-2 models only)"
+)
 SUITE_KINDS = ("wmdp", "mmlu", "tofu_mc", "muse", "memorisation", "tofu")
 MUSE_METRICS = ("verbmem_f", "knowmem_f", "knowmem_r", "privleak")
 
@@ -254,7 +258,12 @@ def _tofu_set_key(name: str, sets: Mapping) -> str:
 
 
 def _run_muse(
-    cfg: SuiteConfig, model, tokenizer, reference: Mapping | None, self_reference: bool
+    cfg: SuiteConfig,
+    model,
+    tokenizer,
+    reference: Mapping | None,
+    self_reference: bool,
+    no_reference: bool = False,
 ) -> dict:
     """MUSE metrics; with ``mia`` the PrivLeak texts are scored once: the MIA suite's
     Min-40% scores (forget = member) give MUSE's PrivLeak AUC as well (MUSE's Min-K score
@@ -300,7 +309,11 @@ def _run_muse(
             [-r["mink"] for r in mia["per_example"]["nonmember"]],
         )
         result["metrics"]["privleak"] = None
-    if with_privleak:
+    if with_privleak and no_reference:
+        result["metrics"]["privleak"] = None
+        out["unavailable"] = {"privleak": NO_RETAIN_MODEL_PRIVLEAK}
+        result["privleak_reference"] = "none"
+    elif with_privleak:
         add_privleak_reference(result, result if self_reference else (reference or {}).get("muse"))
     out["metrics"] = {k: v for k, v in result["metrics"].items() if v is not None}
     out["privleak_reference"] = result.get("privleak_reference")
@@ -393,11 +406,14 @@ def run_suite(
     fmt=None,
     reference: Mapping | None = None,
     self_reference: bool = False,
+    no_reference: bool = False,
 ) -> dict:
     """Evaluate ``model`` on one suite; the result dict described in the module docstring.
 
     ``reference`` is the retain model's result of the same suite (PrivLeak's AUC
-    reference); ``self_reference`` marks the retain model itself (PrivLeak 0 by definition).
+    reference); ``self_reference`` marks the retain model itself (PrivLeak 0 by definition);
+    ``no_reference``: there is no retain model, so PrivLeak is reported as unavailable (with
+    the reason in ``unavailable``) instead of against MUSE's published constant.
     ``fmt`` is the QA prompt format (TOFU-style suites), default :class:`QAFormat()`.
     """
     from blur_core.data import QAFormat
@@ -407,7 +423,7 @@ def run_suite(
     if cfg.kind in ("wmdp", "mmlu", "tofu_mc"):
         body = _run_mc(cfg, model, tokenizer, fmt)
     elif cfg.kind == "muse":
-        body = _run_muse(cfg, model, tokenizer, reference, self_reference)
+        body = _run_muse(cfg, model, tokenizer, reference, self_reference, no_reference)
     elif cfg.kind == "memorisation":
         body = _run_memorisation(cfg, model, tokenizer, fmt)
     else:

@@ -445,6 +445,22 @@ def _forget_rows(result: Mapping, label: str) -> list[Mapping]:
     return rows
 
 
+NO_RETAIN_MODEL = (
+    "no retain model in this experiment: forget quality compares the forget-set truth ratios "
+    "with those of a model never trained on the forget set (set experiments[i].retain, or "
+    "let the pipeline fine-tune one)"
+)
+
+
+def mark_unavailable(result: dict, metric: str, reason: str) -> dict:
+    """Record that ``metric`` of ``result`` is not available and why (in place; returned):
+    ``result[metric] = None`` and ``result["unavailable"][metric] = reason``, so a report
+    prints the reason instead of a number nobody measured."""
+    result[metric] = None
+    result.setdefault("unavailable", {})[metric] = reason
+    return result
+
+
 def add_forget_quality(result: dict, retain_model_result: Mapping) -> dict:
     """Set ``result["forget_quality"]`` and return ``result`` (modified in place).
 

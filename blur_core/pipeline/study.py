@@ -13,8 +13,10 @@ Layout of the results (``R`` = ``config["results"]``)::
     R/models/{bench}/{model}/base/                    embedded base model (its tokenizer fits the benchmark)
     R/models/imported/{model}/                        hf / gguf base model, imported once
     R/{bench}/{model}/finetune/{target,retain}/       target model (full set), retain-only model
+    R/{bench}/{model}/published/{target,retain}/      published target / retain model, imported once
     R/{bench}/{model}/runs/{entry}/{tag}/             one unlearning run (tag: see pipeline.tags)
-    R/{bench}/{model}/{unit}/eval.json                evaluation of a model (unit: finetune/KIND or runs/E/T)
+    R/{bench}/{model}/{unit}/eval.json                evaluation of a model (unit: finetune/KIND,
+                                                      published/KIND, runs/E/T[/relearn/kK])
     R/{bench}/{model}/{unit}/suites/{name}.json       extra evaluation suites (config `evaluations`)
     R/{bench}/{model}/runs/{entry}/{tag}/relearn/k{K}/  the run fine-tuned K steps on a forget slice
     R/relearn_data/{bench}.jsonl                      the forget slice used for relearning
@@ -35,19 +37,50 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from blur_core import hub
 from blur_core.config import ConfigError
-from blur_core.data.tofu import TOFU_SPLITS
+from blur_core.data.tofu import TOFU_ALL_FILES, TOFU_SPLITS
 from blur_core.eval.suites import parse_suite
 from blur_core.methods import build_objective
 from blur_core.pipeline.launch import launch_prefix, ranks_per_node
 from blur_core.pipeline.tags import run_tag
 
-__all__ = ["BENCHMARK_BOUND_SUITES", "RETAIN_UNIT", "Run", "Study"]
+__all__ = [
+    "BENCHMARK_BOUND_SUITES",
+    "REFERENCE_KINDS",
+    "TRAINING_STAGES",
+    "Experiment",
+    "Run",
+    "Study",
+]
 
 # suites that evaluate the experiment's own benchmark (the pipeline fills in source and split)
 BENCHMARK_BOUND_SUITES = ("tofu_mc", "memorisation")
-RETAIN_UNIT = "finetune/retain"  # the retain model is its own reference (forget quality, PrivLeak)
+REFERENCE_KINDS = ("target", "retain")
+TRAINING_STAGES = ("finetune", "unlearn", "relearn")  # each: backend, nproc, gpus, nodes
 _SUITE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One (benchmark, model) pair of ``experiments``, with its published models if any."""
+
+    index: int
+    bench: str
+    model: str
+    target: str | None  # published target (hub id or local dir); None: fine-tuned
+    retain: str | None  # published retain model; None: fine-tuned, or none (see reference)
+    prompt_format: str | None  # None: the model's, else auto
+    train: dict  # unlearn.train overrides for this experiment's runs (e.g. warmup per split)
+
+    def reference(self, kind: str) -> str | None:
+        """Where the target / retain model comes from: "published", "finetune" or None (no
+        retain model: a published target without a published retain model)."""
+        if (self.target if kind == "target" else self.retain) is not None:
+            return "published"
+        if kind == "retain" and self.target is not None:
+            return None
+        return "finetune"
 
 
 @dataclass(frozen=True)
@@ -80,26 +113,55 @@ class Study:
     def __init__(self, config: Mapping[str, Any]):
         self.config = config
         self.results: str = config["results"]
+        self.experiments: dict[tuple[str, str], Experiment] = self._check_experiments()
         self.runs: dict[tuple[str, str, str, str], Run] = self._enumerate_runs()
         self._check_sources()
         self.suites: dict[str, dict] = self._check_suites()
+        self._check_hub_ids()
         self.relearn_steps: list[int] = sorted(set((config.get("relearn") or {}).get("steps", [])))
 
     # ------------------------------------------------------------------------- checks
-    def _enumerate_runs(self) -> dict[tuple[str, str, str, str], Run]:
-        config, runs = self.config, {}
+    def _check_experiments(self) -> dict[tuple[str, str], Experiment]:
+        config, experiments = self.config, {}
         for i, exp in enumerate(config["experiments"]):
             bench, model = exp["benchmark"], exp["model"]
+            where = f"experiments[{i}]"
             if bench not in config["benchmarks"]:
                 raise ConfigError(
-                    f"experiments[{i}].benchmark = {bench!r} is not a key of benchmarks "
+                    f"{where}.benchmark = {bench!r} is not a key of benchmarks "
                     f"({sorted(config['benchmarks'])})"
                 )
             if model not in config["models"]:
                 raise ConfigError(
-                    f"experiments[{i}].model = {model!r} is not a key of models "
-                    f"({sorted(config['models'])})"
+                    f"{where}.model = {model!r} is not a key of models ({sorted(config['models'])})"
                 )
+            if (bench, model) in experiments:
+                first = experiments[(bench, model)].index
+                raise ConfigError(
+                    f"{where} repeats experiments[{first}] (benchmark {bench!r}, model {model!r}); "
+                    "their results would share a directory: give the second one another model key"
+                )
+            for kind in REFERENCE_KINDS:
+                src = exp.get(kind)
+                if src is not None and not hub.is_hub_id(src) and not Path(src).is_dir():
+                    raise ConfigError(
+                        f"{where}.{kind}: {src!r} is neither a model directory nor a hub id "
+                        "(org/name)"
+                    )
+            if exp.get("retain") is not None and exp.get("target") is None:
+                raise ConfigError(
+                    f"{where}.retain is set but {where}.target is not: give the published target "
+                    "as well (a fine-tuned target would not match a published retain model)"
+                )
+            prompt = exp.get("prompt_format") or config["models"][model].get("prompt_format")
+            experiments[(bench, model)] = Experiment(
+                i, bench, model, exp.get("target"), exp.get("retain"), prompt, exp.get("train", {})
+            )
+        return experiments
+
+    def _enumerate_runs(self) -> dict[tuple[str, str, str, str], Run]:
+        config, runs = self.config, {}
+        for bench, model in self.experiments:
             for entry, spec in config["methods"].items():
                 grid = spec.get("grid", {})
                 keys = sorted(grid)
@@ -139,13 +201,18 @@ class Study:
                 raise ConfigError(f"models.{name}.source: GGUF file not found: {src}")
             if m["kind"] == "hf" and src.startswith((".", "/")) and not Path(src).is_dir():
                 raise ConfigError(f"models.{name}.source: model directory not found: {src}")
-        for exp in config["experiments"]:
-            model_kind = config["models"][exp["model"]]["kind"]
-            bench_kind = config["benchmarks"][exp["benchmark"]]["kind"]
+        for exp in self.experiments.values():
+            model_kind = config["models"][exp.model]["kind"]
+            bench_kind = config["benchmarks"][exp.bench]["kind"]
             if model_kind == "embedded" and bench_kind != "embedded":
                 raise ConfigError(
-                    f"model {exp['model']!r} is an embedded tiny model; it can only run on "
+                    f"model {exp.model!r} is an embedded tiny model; it can only run on "
                     "embedded benchmarks"
+                )
+            if model_kind == "embedded" and exp.target is not None:
+                raise ConfigError(
+                    f"experiments[{exp.index}].target: model {exp.model!r} is an embedded tiny "
+                    "model, built and fine-tuned by the pipeline; published models need kind hf"
                 )
 
     def _check_suites(self) -> dict[str, dict]:
@@ -177,6 +244,38 @@ class Study:
             suites[name] = spec
         return suites
 
+    def _check_hub_ids(self) -> None:
+        """Offline (HF_HUB_OFFLINE=1), every hub id a job will load must be in the hub cache:
+        the base models of fine-tuned experiments, published targets / retain models, TOFU
+        sources. Fails naming the key, the id and the command that fills the cache."""
+        if not hub.is_offline():
+            return
+        needed: list[tuple[str, str, str]] = []  # (where, id, repo type)
+        for exp in self.experiments.values():
+            m = self.config["models"][exp.model]
+            fine_tuned = "finetune" in (exp.reference("target"), exp.reference("retain"))
+            if fine_tuned and m["kind"] == "hf" and hub.is_hub_id(m["source"]):
+                needed.append((f"models.{exp.model}.source", m["source"], "model"))
+            for kind in REFERENCE_KINDS:
+                src = getattr(exp, kind)
+                if src is not None and hub.is_hub_id(src):
+                    needed.append((f"experiments[{exp.index}].{kind}", src, "model"))
+            b = self.config["benchmarks"][exp.bench]
+            if b["kind"] == "tofu" and hub.is_hub_id(b["source"]):
+                needed.append((f"benchmarks.{exp.bench}.source", b["source"], "dataset"))
+        for where, repo_id, repo_type in needed:
+            try:
+                snapshot = hub.require(repo_id, repo_type, where)
+            except hub.HubIdMissing as exc:
+                raise ConfigError(str(exc)) from None
+            if repo_type == "dataset" and not all((snapshot / f).is_file() for f in TOFU_ALL_FILES):
+                missing = [f for f in TOFU_ALL_FILES if not (snapshot / f).is_file()]
+                raise ConfigError(
+                    f"{where}: the cached snapshot of {repo_id!r} ({snapshot}) lacks the TOFU "
+                    f"files {missing[:3]}{' ...' if len(missing) > 3 else ''}: give a local "
+                    "directory in the TOFU layout instead"
+                )
+
     # ------------------------------------------------------------------------- paths
     def data_dir(self, bench: str) -> str:
         return f"{self.results}/data/{bench}"
@@ -188,6 +287,25 @@ class Study:
 
     def finetuned_dir(self, bench: str, model: str, kind: str) -> str:
         return f"{self.results}/{bench}/{model}/finetune/{kind}"
+
+    def experiment(self, bench: str, model: str) -> Experiment:
+        return self.experiments[(bench, model)]
+
+    def reference_unit(self, bench: str, model: str, kind: str) -> str | None:
+        """``finetune/KIND`` or ``published/KIND``; None when the experiment has no such model."""
+        source = self.experiment(bench, model).reference(kind)
+        return None if source is None else f"{source}/{kind}"
+
+    def reference_dir(self, bench: str, model: str, kind: str) -> str | None:
+        unit = self.reference_unit(bench, model, kind)
+        return None if unit is None else self.unit_dir(bench, model, unit)
+
+    def target_model(self, bench: str, model: str) -> str:
+        """The model every unlearning run of the experiment starts from."""
+        return f"{self.reference_dir(bench, model, 'target')}/model"
+
+    def is_retain_unit(self, bench: str, model: str, unit: str) -> bool:
+        return unit == self.reference_unit(bench, model, "retain")
 
     def unit_dir(self, bench: str, model: str, unit: str) -> str:
         """The directory of an evaluated model (unit: finetune/KIND, runs/E/T[/relearn/kK])."""
@@ -212,11 +330,13 @@ class Study:
 
     # ------------------------------------------------------------------------- targets
     def units(self) -> list[str]:
-        """Every evaluated model's directory: target, retain and each run."""
+        """Every evaluated model's directory: target, retain (when there is one), each run."""
         units = []
-        for exp in self.config["experiments"]:
-            for kind in ("target", "retain"):
-                units.append(self.finetuned_dir(exp["benchmark"], exp["model"], kind))
+        for bench, model in self.experiments:
+            for kind in REFERENCE_KINDS:
+                ref = self.reference_dir(bench, model, kind)
+                if ref is not None:
+                    units.append(ref)
         return units + [run.dir for run in self.runs.values()]
 
     def eval_files(self) -> list[str]:
@@ -232,12 +352,12 @@ class Study:
         return [f"{unit}/suites/{name}.json" for unit in self.units() for name in self.suites]
 
     def train_summaries(self) -> list[str]:
+        """summary.json of every training job (fine-tunes and runs; published models have none)."""
         files = []
-        for exp in self.config["experiments"]:
-            for kind in ("target", "retain"):
-                files.append(
-                    f"{self.finetuned_dir(exp['benchmark'], exp['model'], kind)}/summary.json"
-                )
+        for exp in self.experiments.values():
+            for kind in REFERENCE_KINDS:
+                if exp.reference(kind) == "finetune":
+                    files.append(f"{self.finetuned_dir(exp.bench, exp.model, kind)}/summary.json")
         return files + [f"{run.dir}/summary.json" for run in self.runs.values()]
 
     def suite_outputs(self) -> list[str]:
@@ -248,21 +368,32 @@ class Study:
         ]
 
     def retain_eval(self, bench: str, model: str, unit: str) -> list[str]:
-        """Forget quality compares against the retain model's truth ratios (none for itself)."""
-        if unit == RETAIN_UNIT:
+        """Forget quality compares against the retain model's truth ratios (none for the retain
+        model itself, none when the experiment has no retain model)."""
+        retain = self.reference_dir(bench, model, "retain")
+        if retain is None or self.is_retain_unit(bench, model, unit):
             return []
-        return [f"{self.finetuned_dir(bench, model, 'retain')}/eval.json"]
+        return [f"{retain}/eval.json"]
 
     def retain_suites(self, bench: str, model: str, unit: str) -> list[str]:
-        """PrivLeak compares against the retain model's AUC (none for itself)."""
-        if unit == RETAIN_UNIT:
+        """PrivLeak compares against the retain model's AUC (none for itself / without one)."""
+        retain = self.reference_dir(bench, model, "retain")
+        if retain is None or self.is_retain_unit(bench, model, unit):
             return []
-        retain = self.finetuned_dir(bench, model, "retain")
         return [f"{retain}/suites/{name}.json" for name in self.suites]
 
     # ------------------------------------------------------------------------- job settings
     def model_dtype(self, model: str) -> str:
         return self.config["models"][model].get("dtype", "float32")
+
+    def prompt_format(self, bench: str, model: str) -> str | None:
+        """The experiment's named prompt format (None: the default, ``auto``)."""
+        fmt = self.experiment(bench, model).prompt_format
+        return None if fmt in (None, "auto") else fmt
+
+    def _data_format(self, bench: str, model: str) -> dict:
+        fmt = self.prompt_format(bench, model)
+        return {} if fmt is None else {"prompt_format": fmt}
 
     def _finetune_files(self, bench: str, kind: str) -> list[str]:
         _, retain = self.split_files(bench)
@@ -273,42 +404,59 @@ class Study:
             files.append("pretrain.json")
         return [f"{self.data_dir(bench)}/{name}" for name in files]
 
+    def _stage_backend(self, stage: str) -> dict:
+        """The ``train`` keys that select a stage's backend (none for the local default)."""
+        section = self.config[stage]
+        if section.get("backend", "local") == "local":
+            return {}
+        return {"backend": section["backend"], "deepspeed_config": section["deepspeed_config"]}
+
     def finetune_config(self, bench: str, model: str, kind: str) -> dict:
         """The run config of the target (full set) or retain (retain split) fine-tune."""
         ft = self.config["finetune"]
         out = self.finetuned_dir(bench, model, kind)
+        train = {
+            "epochs": ft["epochs"],
+            "micro_batch_size": ft["micro_batch_size"],
+            "grad_accum": ft["grad_accum"],
+            "lr": ft["lr"],
+            "schedule": ft["schedule"],
+            "warmup_steps": ft["warmup_steps"],
+            "seed": ft["seed"],
+            "optimizer": "adamw",
+            **ft.get("train", {}),
+        }
+        train.update(
+            dtype=self.model_dtype(model), progress=False, **self._stage_backend("finetune")
+        )
         return {
             "model": self.base_model_dir(bench, model),
             "output_dir": out,
             "final_model_dir": f"{out}/model",
             "method": {"name": "sft"},
-            "data": {"retain": self._finetune_files(bench, kind), "max_length": ft["max_length"]},
-            "train": {
-                "epochs": ft["epochs"],
-                "micro_batch_size": ft["micro_batch_size"],
-                "grad_accum": ft["grad_accum"],
-                "lr": ft["lr"],
-                "schedule": ft["schedule"],
-                "warmup_steps": ft["warmup_steps"],
-                "seed": ft["seed"],
-                "optimizer": "adamw",
-                "dtype": self.model_dtype(model),
-                "progress": False,
+            "data": {
+                "retain": self._finetune_files(bench, kind),
+                "max_length": ft["max_length"],
+                **self._data_format(bench, model),
             },
+            "train": train,
         }
 
     def unlearn_config(self, run: Run) -> dict:
-        """The run config of one sweep point: unlearn.train, then the entry's own train
-        overrides, then seed / dtype; the backend when it is not local."""
+        """The run config of one sweep point: unlearn.train, then the experiment's train
+        overrides, then the entry's, then seed / dtype; the backend when it is not local."""
         un = self.config["unlearn"]
         forget, retain = self.split_files(run.bench)
-        train = {**un.get("train", {}), **self.config["methods"][run.entry].get("train", {})}
+        train = {
+            **un.get("train", {}),
+            **self.experiment(run.bench, run.model).train,
+            **self.config["methods"][run.entry].get("train", {}),
+        }
         train.update(seed=run.seed, dtype=self.model_dtype(run.model), progress=False)
-        if un["backend"] != "local":
-            train.update(backend=un["backend"], deepspeed_config=un["deepspeed_config"])
+        train.update(self._stage_backend("unlearn"))
         data = self.data_dir(run.bench)
         return {
-            "model": f"{self.finetuned_dir(run.bench, run.model, 'target')}/model",
+            "model": self.target_model(run.bench, run.model),
             "output_dir": run.dir,
             "final_model_dir": f"{run.dir}/final",
             "method": {"name": run.method, **dict(run.hparams)},
@@ -316,6 +464,7 @@ class Study:
                 "forget": f"{data}/{forget}.json",
                 "retain": f"{data}/{retain}.json",
                 "max_length": un["max_length"],
+                **self._data_format(run.bench, run.model),
             },
             "train": train,
         }
@@ -329,7 +478,11 @@ class Study:
             "output_dir": out,
             "final_model_dir": f"{out}/model",
             "method": {"name": "sft"},
-            "data": {"retain": self.relearn_data(run.bench), "max_length": un["max_length"]},
+            "data": {
+                "retain": self.relearn_data(run.bench),
+                "max_length": un["max_length"],
+                **self._data_format(run.bench, run.model),
+            },
             "train": {
                 "max_steps": int(k),
                 "micro_batch_size": rl["micro_batch_size"],
@@ -339,19 +492,26 @@ class Study:
                 "max_grad_norm": 1.0,
                 "dtype": self.model_dtype(run.model),
                 "progress": False,
+                **self._stage_backend("relearn"),
             },
         }
 
-    def unlearn_launcher(self, resources: Mapping[str, Any]) -> str:
-        """``python -m`` / ``torchrun ... -m`` / ``srun ... torchrun ... -m`` for an unlearn job
-        with these Snakemake resources (see :mod:`blur_core.pipeline.launch`)."""
-        ranks = ranks_per_node(resources, self.config["unlearn"]["nproc"])
+    def launcher(self, stage: str, resources: Mapping[str, Any]) -> str:
+        """``python -m`` / ``torchrun ... -m`` / ``srun ... torchrun ... -m`` for a training
+        job of ``stage`` with these Snakemake resources (see :mod:`blur_core.pipeline.launch`):
+        one rank per requested GPU, else the stage's ``nproc`` CPU ranks."""
+        ranks = ranks_per_node(resources, self.config[stage]["nproc"])
         return launch_prefix(ranks, int(resources.get("nodes", 1) or 1))
 
-    def gpu_resources(self) -> dict[str, Any]:
-        """The ``gpu`` / ``gres`` resources of a GPU job from ``unlearn.gpus``."""
-        gpus = self.config["unlearn"]["gpus"]
-        return {"gpu": gpus, "gres": f"gpu:{gpus}" if gpus > 0 else ""}
+    def gpu_resources(self, stage: str) -> dict[str, Any]:
+        """The ``gpu`` / ``gres`` (/ ``nodes``) resources of a training job of ``stage`` from
+        its ``gpus`` and ``nodes`` settings (a profile's set-resources may override them)."""
+        section = self.config[stage]
+        gpus = section.get("gpus", 0)
+        resources = {"gpu": gpus, "gres": f"gpu:{gpus}" if gpus > 0 else ""}
+        if section.get("nodes", 1) > 1:
+            resources["nodes"] = section["nodes"]
+        return resources
 
     # ------------------------------------------------------------------------- command lines
     def data_args(self, bench: str) -> str:
@@ -366,17 +526,39 @@ class Study:
             args += f" --forget-split {b['forget_split']} --retain-limit {b['retain_limit']}"
         return args
 
+    def _dtype_arg(self, model: str) -> str:
+        dtype = self.model_dtype(model)
+        return "" if dtype == "float32" else f" --dtype {dtype}"
+
     def model_args(self, model: str) -> str:
         m = self.config["models"][model]
         if m["kind"] == "gguf":
-            return "--smollm2" if m["source"] == "smollm2" else f"--gguf {m['source']}"
-        return f"--hf {m['source']}"
+            src = "--smollm2" if m["source"] == "smollm2" else f"--gguf {m['source']}"
+        else:
+            src = f"--hf {m['source']}"
+        return src + self._dtype_arg(model)
+
+    def published_args(self, bench: str, model: str, kind: str) -> str:
+        """``import-model`` arguments of a published target / retain model."""
+        source = getattr(self.experiment(bench, model), kind)
+        if source is None:
+            raise KeyError(f"experiment {bench}/{model} has no published {kind} model")
+        return f"--hf {source}" + self._dtype_arg(model)
+
+    def convert_args(self, model: str) -> str:
+        """``convert`` options: the model's dtype (ZeRO shards hold fp32 master weights)."""
+        return self._dtype_arg(model).strip()
 
     def embedded_model_args(self, model: str) -> str:
         m = self.config["models"][model]
         return f"--hidden-size {m['hidden_size']} --layers {m['layers']} --seed {m['seed']}"
 
-    def eval_args(self, bench: str) -> str:
+    def model_options(self, bench: str, model: str) -> str:
+        """dtype and prompt format of the evaluation commands (as the model was trained)."""
+        fmt = self.prompt_format(bench, model)
+        return (self._dtype_arg(model) + ("" if fmt is None else f" --prompt-format {fmt}")).strip()
+
+    def eval_args(self, bench: str, model: str) -> str:
         forget, _ = self.split_files(bench)
         ev = self.config["evaluate"]
         args = [
@@ -387,17 +569,20 @@ class Study:
         ]
         if ev.get("limit"):
             args.append(f"--limit {ev['limit']}")
-        return " ".join(args)
+        options = self.model_options(bench, model)
+        return " ".join(args + ([options] if options else []))
 
     def retain_eval_arg(self, bench: str, model: str, unit: str) -> str:
-        if unit == RETAIN_UNIT:
+        if self.is_retain_unit(bench, model, unit):
             return "--self-reference"
-        return f"--retain-result {self.finetuned_dir(bench, model, 'retain')}/eval.json"
+        retain = self.reference_dir(bench, model, "retain")
+        return "--no-retain-model" if retain is None else f"--retain-result {retain}/eval.json"
 
     def retain_suites_arg(self, bench: str, model: str, unit: str) -> str:
-        if unit == RETAIN_UNIT:
+        if self.is_retain_unit(bench, model, unit):
             return "--self-reference"
-        return f"--retain-dir {self.finetuned_dir(bench, model, 'retain')}/suites"
+        retain = self.reference_dir(bench, model, "retain")
+        return "--no-retain-model" if retain is None else f"--retain-dir {retain}/suites"
 
     def suites_spec(self, bench: str) -> dict:
         """All suites of one model as ``evaluate-suites --suites-json`` takes them; the

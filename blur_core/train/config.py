@@ -22,6 +22,7 @@ raises ``ConfigError`` naming it; missing data files are reported by path before
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from blur_core.config import (
     positive,
     to_dict,
 )
+from blur_core.data.qa import PROMPT_FORMATS, QAFormat, prompt_format
 from blur_core.methods import Objective, build_objective, resolved_hparams
 
 __all__ = ["DataConfig", "RunConfig", "TrainConfig", "load_run_config", "parse_run_config"]
@@ -67,7 +69,45 @@ class DataConfig:
     use_chat_template: bool | None = checked(
         None, doc="None: use the tokenizer's chat template if it has one"
     )
+    answer_prefix: str = checked(" ", doc="text before the answer when no chat template is used")
+    prompt_format: str | None = checked(
+        None,
+        check=lambda v: (
+            None
+            if v is None or v in PROMPT_FORMATS
+            else f"must be one of {sorted(PROMPT_FORMATS)} (blur_core.data.qa.PROMPT_FORMATS)"
+        ),
+        doc="a named prompt format (what a published model was fine-tuned with); replaces "
+        "prompt_template / use_chat_template / answer_prefix",
+    )
     max_length: int = checked(256, check=at_least(8))
+
+    def validate(self, where: str) -> None:
+        if self.prompt_format is None:
+            return
+        default = DataConfig()
+        custom = [
+            key
+            for key in ("prompt_template", "use_chat_template", "answer_prefix")
+            if getattr(self, key) != getattr(default, key)
+        ]
+        if custom:
+            raise ConfigError(
+                f"{where}.prompt_format = {self.prompt_format!r} and {where}.{custom[0]} are both "
+                "set; a named format fixes the prompt: drop one of them"
+            )
+
+    def qa_format(self) -> QAFormat:
+        """How QA records become prompts and answers (the named format, or the fields)."""
+        if self.prompt_format is not None:
+            fmt = prompt_format(self.prompt_format)
+        else:
+            fmt = QAFormat(
+                prompt_template=self.prompt_template,
+                answer_prefix=self.answer_prefix,
+                use_chat_template=self.use_chat_template,
+            )
+        return dataclasses.replace(fmt, question_key=self.question_key, answer_key=self.answer_key)
 
     def format_of(self, which: str) -> str:
         return getattr(self, f"{which}_format") or self.format

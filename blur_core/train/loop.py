@@ -34,7 +34,6 @@ import yaml
 from blur_core.bilevel import DirectionStats, blur_direction, clip_coefficient, weighted_sum
 from blur_core.data import (
     QADataset,
-    QAFormat,
     TextChunkDataset,
     idk_answer,
     load_records,
@@ -94,12 +93,7 @@ def build_dataset(cfg: RunConfig, which: str, tokenizer, objective: Objective):
                 f"data.{which}: {path} record {bad} has no string field {cfg.data.text_key!r}"
             )
         return TextChunkDataset(texts, tokenizer, cfg.data.max_length)
-    fmt = QAFormat(
-        question_key=cfg.data.question_key,
-        answer_key=cfg.data.answer_key,
-        prompt_template=cfg.data.prompt_template,
-        use_chat_template=cfg.data.use_chat_template,
-    )
+    fmt = cfg.data.qa_format()
     override = idk_answer if (which == "forget" and objective.forget_answers == "idk") else None
     return QADataset(
         records,

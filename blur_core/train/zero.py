@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import sys
 from collections.abc import Callable, Sequence
@@ -179,6 +180,9 @@ def _init_deepspeed_comm(ctx: DistContext) -> None:
     import deepspeed
     import deepspeed.comm.comm as ds_comm
 
+    # DeepSpeed's engine asserts that a launcher set LOCAL_RANK; a single process started
+    # with `python -m` (the pipeline's launch line for one rank) has none
+    os.environ.setdefault("LOCAL_RANK", str(ctx.local_rank))
     if not dist.is_initialized():
         backend = "nccl" if ctx.device.type == "cuda" else "gloo"
         dist.init_process_group(

@@ -40,6 +40,7 @@ pytest.importorskip("deepspeed")
 
 BLUR_NPO = {"name": "blur", "forget_loss": "npo", "retain_loss": "nll", "gamma": 0.3}
 GRADDIFF = {"name": "graddiff"}
+SFT = {"name": "sft"}  # fine-tuning (the pipeline's target / retain models and relearning)
 BLUR_KL = {"name": "blur", "forget_loss": "npo", "retain_loss": "kl", "gamma": 0.3}
 TOL = 1e-6
 ADAM_TOL = 1e-5
@@ -86,6 +87,12 @@ ADAMW = dict(
 OTHER = {
     "zero3-adamw-5": (BLUR_NPO, "zero3", ADAMW, None),
     "zero2-graddiff": (GRADDIFF, "zero2", dict(SGD, micro_batch_size=2, grad_accum=2), None),
+    "zero3-sft": (
+        SFT,
+        "zero3",
+        dict(SGD, lr=0.3, max_steps=2, micro_batch_size=2, grad_accum=2),
+        None,
+    ),
     "zero3-kl-2steps": (
         BLUR_KL,
         "zero3",
@@ -282,6 +289,7 @@ def local_runs(target_model, embedded, tmp_path_factory):
         "sgd": (BLUR_NPO, dict(SGD)),
         "adamw-5": (BLUR_NPO, dict(ADAMW, micro_batch_size=8, grad_accum=1)),
         "graddiff": (GRADDIFF, dict(SGD)),
+        "sft-2steps": (SFT, dict(SGD, lr=0.3, max_steps=2)),
         "kl-2steps": (BLUR_KL, dict(OTHER["zero3-kl-2steps"][2], micro_batch_size=8, grad_accum=1)),
     }
     outs = {}
@@ -352,6 +360,23 @@ def test_zero_graddiff_and_kl_reference_equal_single_process(zero_runs, local_ru
     assert d_kl <= ADAM_TOL
     # the KL gradient is 0 at step 1 (policy == reference) and must not be 0 at step 2
     assert kl_log[1]["norm_r"] > 0
+
+
+def test_zero3_fine_tuning_equals_single_process(zero_runs, local_runs, target_model):
+    """sft (how the pipeline fine-tunes target / retain models and relearns) under ZeRO-3 on
+    2 ranks x 2 x 2 equals the single process at 8 x 1, two SGD steps."""
+    ref = load_weights(local_runs["sft-2steps"] / "model")
+    moved = max_abs_diff(load_weights(target_model), ref)
+    diff = max_abs_diff(ref, load_weights(zero_runs["zero3-sft"] / "model"))
+    zlog, llog = read_log(zero_runs["zero3-sft"]), read_log(local_runs["sft-2steps"])
+    print(f"sft zero3 2 steps: max|dW|={diff:.3g} (moved {moved:.3g})")
+    assert moved > 1e-3, "fine-tuning barely moved the weights: no signal"
+    assert diff <= TOL, f"ZeRO-3 fine-tuning differs from the single process by {diff:.3g}"
+    assert [r["loss_retain"] for r in zlog] == pytest.approx(
+        [r["loss_retain"] for r in llog], rel=1e-6
+    )
+    summary = json.loads((zero_runs["zero3-sft"] / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["zero_stage"] == 3
 
 
 def test_zero_resume_reproduces_uninterrupted_run(zero_runs):

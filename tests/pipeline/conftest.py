@@ -93,7 +93,7 @@ def run_snakemake(
     """snakemake on the repo's Snakefile, ``workdir/configfile`` and results in ``workdir``; never hangs."""
     env = {
         **os.environ,
-        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
         "TOKENIZERS_PARALLELISM": "false",
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }

@@ -276,3 +276,27 @@ def test_bad_config_fails_before_any_job(tmp_path, mutate, expected):
     for text in expected:
         assert text in out, f"{text!r} not in:\n{out[-3000:]}"
     assert not (tmp_path / "results").exists()
+
+
+def test_paper_scale_tofu_config_plans_its_protocol(tmp_path, monkeypatch):
+    """configs/tofu-llama-3.2-1b.yaml (published models by hub id): the planned jobs, and
+    offline without a filled cache the first missing id named before anything runs."""
+    (tmp_path / "study.yaml").write_text((REPO / "configs/tofu-llama-3.2-1b.yaml").read_text())
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # online: ids are not checked (nothing is loaded)
+    jobs = planned_jobs(run_snakemake(tmp_path, "-n", configfile="study.yaml"))
+    assert jobs == {
+        "prepare_data": 3,
+        "import_published": 6,
+        "unlearn": 72,
+        "convert": 72,
+        "evaluate": 78,
+        "report": 1,
+        "all": 1,
+    }, jobs
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    proc = run_snakemake(tmp_path, "-n", configfile="study.yaml")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "'open-unlearning/tofu_Llama-3.2-1B-Instruct_full' is a hub id" in out, out[-2000:]
+    assert "hf download open-unlearning/tofu_Llama-3.2-1B-Instruct_full" in out

@@ -522,3 +522,37 @@ def test_override_through_a_scalar_is_config_error(minimal, tmp_path):
     path.write_text(yaml.safe_dump(minimal))
     with pytest.raises(ConfigError, match="model"):
         load_run_config(path, {"model.x": 7})
+
+
+def test_data_prompt_format_is_a_named_format(minimal):
+    from blur_core.data.qa import prompt_format
+
+    cfg = parse_run_config({**minimal, "data": {**minimal["data"], "prompt_format": "tofu-llama2"}})
+    assert cfg.data.qa_format() == prompt_format("tofu-llama2")
+    plain = parse_run_config(minimal).data.qa_format()
+    assert (
+        plain.prompt_template == "Question: {question}\nAnswer:" and plain.use_chat_template is None
+    )
+    keys = parse_run_config(
+        {**minimal, "data": {**minimal["data"], "question_key": "q", "prompt_format": "chat"}}
+    ).data.qa_format()
+    assert keys.question_key == "q" and keys.use_chat_template is True
+
+
+@pytest.mark.parametrize(
+    "data, match",
+    [
+        ({"prompt_format": "llama9"}, r"data\.prompt_format = 'llama9': must be one of \["),
+        (
+            {"prompt_format": "chat", "prompt_template": "Q: {question}"},
+            r"data\.prompt_format = 'chat' and data\.prompt_template are both set",
+        ),
+        (
+            {"prompt_format": "plain", "answer_prefix": ""},
+            r"data\.prompt_format = 'plain' and data\.answer_prefix are both set",
+        ),
+    ],
+)
+def test_data_prompt_format_errors(minimal, data, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_run_config({**minimal, "data": {**minimal["data"], **data}})

@@ -376,3 +376,65 @@ def test_embedded_vocabulary_is_small():
     tok = build_tokenizer(corpus_texts(qa, ["Question: Answer:"]))
     assert len(tok) < 600
     assert tok.unk_token_id not in tok("Question: " + qa[0]["question"])["input_ids"]
+
+
+# ----------------------------------------------------------------------------- prompt formats
+
+
+class _RecordingTokenizer:
+    """Records what the encoders hand to the tokenizer (text, chat messages, template kwargs)."""
+
+    chat_template = "{{ messages }}"
+    eos_token_id = 0
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, text, add_special_tokens=True):
+        self.calls.append(("text", text, add_special_tokens))
+        return {"input_ids": [len(w) + 1 for w in text.split()] or [1]}
+
+    def apply_chat_template(self, messages, add_generation_prompt, tokenize, **kwargs):
+        self.calls.append(("chat", messages, add_generation_prompt, kwargs))
+        return [7] * len(messages)
+
+
+def test_open_unlearning_llama3_prompt_has_system_message_and_date():
+    from blur_core.data.qa import encode_answer, encode_prompt, prompt_format
+
+    tok = _RecordingTokenizer()
+    fmt = prompt_format("open-unlearning-llama3")
+    assert encode_prompt(tok, "Who?", fmt) == [7, 7]
+    kind, messages, gen, kwargs = tok.calls[-1]
+    assert kind == "chat" and gen is True
+    assert messages == [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "Who?"},
+    ]
+    assert kwargs == {"date_string": "10 Apr 2025"}
+    encode_answer(tok, "An author.", fmt)
+    assert tok.calls[-1] == ("text", "An author.", False)  # no prefix after a chat template
+
+
+def test_tofu_llama2_prompt_puts_the_answer_right_after_inst():
+    from blur_core.data.qa import encode_answer, encode_prompt, prompt_format
+
+    tok = _RecordingTokenizer()
+    fmt = prompt_format("tofu-llama2")
+    encode_prompt(tok, "Who?", fmt)
+    assert tok.calls[-1] == ("text", "[INST] Who? [/INST]", True)
+    encode_answer(tok, "An author.", fmt)
+    assert tok.calls[-1] == ("text", "An author.", False)  # asst_start_tag "" as the original
+
+
+def test_plain_and_auto_formats():
+    from blur_core.data.qa import QAFormat, encode_prompt, prompt_format
+
+    tok = _RecordingTokenizer()
+    encode_prompt(tok, "Q?", prompt_format("plain"))
+    assert tok.calls[-1] == ("text", "Question: Q?\nAnswer:", True)
+    encode_prompt(tok, "Q?", prompt_format("auto"))  # the tokenizer has a chat template
+    assert tok.calls[-1][0] == "chat" and len(tok.calls[-1][1]) == 1
+    assert prompt_format("auto") == QAFormat()
+    with pytest.raises(ValueError, match=r"unknown prompt format 'llama9'; known formats: \["):
+        prompt_format("llama9")

@@ -153,8 +153,9 @@ def test_targets(tmp_path):
     ],
 )
 def test_launch_line_on_one_node(tmp_path, resources, nproc, expected):
-    s = study(tmp_path, unlearn={**BASE["unlearn"], "nproc": nproc})
-    assert s.unlearn_launcher(resources) == expected
+    for stage in ("finetune", "unlearn", "relearn"):  # one code path for every training stage
+        s = study(tmp_path, **{stage: {**BASE.get(stage, {}), "nproc": nproc}})
+        assert s.launcher(stage, resources) == expected
 
 
 def test_launch_line_on_several_nodes():
@@ -173,11 +174,19 @@ def test_gpu_count_parsing():
         launch_prefix(0)
 
 
-def test_gpu_resources_follow_unlearn_gpus(tmp_path):
-    assert study(tmp_path).gpu_resources() == {"gpu": 0, "gres": ""}
-    s = study(tmp_path, unlearn={**BASE["unlearn"], "gpus": 2})
-    assert s.gpu_resources() == {"gpu": 2, "gres": "gpu:2"}
-    assert s.unlearn_launcher(s.gpu_resources()) == "torchrun --standalone --nproc_per_node 2 -m"
+@pytest.mark.parametrize("stage", ["finetune", "unlearn", "relearn"])
+def test_gpu_resources_follow_each_stage(tmp_path, stage):
+    assert study(tmp_path).gpu_resources(stage) == {"gpu": 0, "gres": ""}
+    s = study(tmp_path, **{stage: {**BASE.get(stage, {}), "gpus": 2}})
+    assert s.gpu_resources(stage) == {"gpu": 2, "gres": "gpu:2"}
+    assert (
+        s.launcher(stage, s.gpu_resources(stage)) == "torchrun --standalone --nproc_per_node 2 -m"
+    )
+    others = [x for x in ("finetune", "unlearn", "relearn") if x != stage]
+    assert all(s.gpu_resources(x) == {"gpu": 0, "gres": ""} for x in others)
+    s = study(tmp_path, **{stage: {**BASE.get(stage, {}), "gpus": 8, "nodes": 2}})
+    assert s.gpu_resources(stage) == {"gpu": 8, "gres": "gpu:8", "nodes": 2}
+    assert s.launcher(stage, s.gpu_resources(stage)).startswith("srun ")
 
 
 # ----------------------------------------------------------------------------- job configs
@@ -233,7 +242,7 @@ def test_command_line_args(tmp_path):
     )
     assert s.embedded_model_args("tiny") == "--hidden-size 64 --layers 2 --seed 0"
     assert (
-        s.eval_args("emb")
+        s.eval_args("emb", "tiny")
         == "--forget-split forget05 --batch-size 32 --max-new-tokens 24 --max-length 128 --limit 4"
     )
     spec = s.suites_spec("emb")["suites"]["fmc"]
@@ -389,3 +398,206 @@ def test_the_default_config_is_a_valid_study():
         and s.relearn_steps == [5]
         and set(s.suites) == {"forget_mc", "world_mc", "memorisation"}
     )
+
+
+# ----------------------------------------------------------------------------- published models
+
+
+def _published(tmp_path, retain=True, **exp_extra):
+    tofu, target, ret = tmp_path / "tofu", tmp_path / "pub_target", tmp_path / "pub_retain"
+    for d in (tofu, target, ret):
+        d.mkdir(exist_ok=True)
+    exp = {"benchmark": "tofu", "model": "llama", "target": str(target), **exp_extra}
+    if retain:
+        exp["retain"] = str(ret)
+    return study(
+        tmp_path,
+        benchmarks={"tofu": {"kind": "tofu", "source": str(tofu), "forget_split": "forget10"}},
+        models={
+            "llama": {
+                "kind": "hf",
+                "source": "meta-llama/Llama-3.2-1B-Instruct",
+                "dtype": "bfloat16",
+                "prompt_format": "open-unlearning-llama3",
+            }
+        },
+        experiments=[exp],
+    )
+
+
+def test_published_target_and_retain_replace_the_fine_tunes(tmp_path):
+    s = _published(tmp_path)
+    R = s.results
+    assert s.reference_unit("tofu", "llama", "target") == "published/target"
+    assert s.target_model("tofu", "llama") == f"{R}/tofu/llama/published/target/model"
+    assert s.units()[:2] == [f"{R}/tofu/llama/published/target", f"{R}/tofu/llama/published/retain"]
+    assert all("finetune" not in f for f in s.train_summaries())  # no fine-tuning job
+    assert (
+        s.published_args("tofu", "llama", "retain")
+        == f"--hf {tmp_path / 'pub_retain'} --dtype bfloat16"
+    )
+    run = next(iter(s.runs.values()))
+    cfg = s.unlearn_config(run)
+    assert cfg["model"] == s.target_model("tofu", "llama")
+    assert (
+        cfg["data"]["prompt_format"] == "open-unlearning-llama3"
+        and cfg["train"]["dtype"] == "bfloat16"
+    )
+    assert s.retain_eval("tofu", "llama", "published/target") == [
+        f"{R}/tofu/llama/published/retain/eval.json"
+    ]
+    assert s.retain_eval_arg("tofu", "llama", "published/retain") == "--self-reference"
+    assert s.retain_eval_arg("tofu", "llama", run.dir.split("/llama/")[1]).startswith(
+        "--retain-result "
+    )
+    opts = s.model_options("tofu", "llama")
+    assert opts == "--dtype bfloat16 --prompt-format open-unlearning-llama3"
+    assert (
+        s.eval_args("tofu", "llama").endswith(opts)
+        and s.convert_args("llama") == "--dtype bfloat16"
+    )
+    _touch_data(s, "tofu")
+    fmt = parse_run_config(json.loads(json.dumps(s.relearn_config(run, 3))), "x").data.qa_format()
+    assert fmt.system_prompt == "You are a helpful assistant." and fmt.use_chat_template
+
+
+def test_published_target_without_retain_model_reports_unavailable(tmp_path):
+    s = _published(tmp_path, retain=False, prompt_format="plain")
+    assert s.reference_unit("tofu", "llama", "retain") is None
+    assert len(s.units()) == 1 + len(s.runs)  # target + runs, no retain model
+    unit = "published/target"
+    assert (
+        s.retain_eval("tofu", "llama", unit) == [] and s.retain_suites("tofu", "llama", unit) == []
+    )
+    assert s.retain_eval_arg("tofu", "llama", unit) == "--no-retain-model"
+    assert s.retain_suites_arg("tofu", "llama", unit) == "--no-retain-model"
+    assert s.prompt_format("tofu", "llama") == "plain"  # the experiment's overrides the model's
+
+
+def test_fine_tuned_experiment_needs_no_prompt_format_keys(tmp_path):
+    s = study(tmp_path)
+    run = next(iter(s.runs.values()))
+    assert "prompt_format" not in s.unlearn_config(run)["data"]  # defaults keep params as before
+    assert s.model_options("emb", "tiny") == "" and s.convert_args("tiny") == ""
+
+
+@pytest.mark.parametrize("stage", ["finetune", "unlearn", "relearn"])
+def test_each_stage_takes_the_deepspeed_backend(tmp_path, stage):
+    s = study(
+        tmp_path,
+        **{stage: {**BASE.get(stage, {}), "backend": "deepspeed", "deepspeed_config": "zero3"}},
+    )
+    _touch_data(s)
+    run = next(iter(s.runs.values()))
+    built = {
+        "finetune": s.finetune_config("emb", "tiny", "target"),
+        "unlearn": s.unlearn_config(run),
+        "relearn": s.relearn_config(run, 2),
+    }
+    for name, cfg in built.items():
+        train = parse_run_config(cfg, name).train
+        assert train.backend == ("deepspeed" if name == stage else "local"), name
+        assert train.deepspeed_config == ("zero3" if name == stage else None), name
+
+
+def test_schema_lists_every_prompt_format():
+    from blur_core.data.qa import PROMPT_FORMATS
+
+    schema = yaml.safe_load(SCHEMA.read_text())
+    model_enum = schema["properties"]["models"]["additionalProperties"]["properties"][
+        "prompt_format"
+    ]["enum"]
+    exp_enum = schema["properties"]["experiments"]["items"]["properties"]["prompt_format"]["enum"]
+    assert set(model_enum) == set(exp_enum) == set(PROMPT_FORMATS)
+
+
+@pytest.mark.parametrize(
+    "exp, match",
+    [
+        (
+            [{"benchmark": "emb", "model": "tiny"}, {"benchmark": "emb", "model": "tiny"}],
+            r"experiments\[1\] repeats experiments\[0\]",
+        ),
+        (
+            [{"benchmark": "emb", "model": "tiny", "retain": "org/retain"}],
+            r"experiments\[0\]\.retain is set but experiments\[0\]\.target is not",
+        ),
+        (
+            [{"benchmark": "emb", "model": "tiny", "target": "./no/dir"}],
+            r"experiments\[0\]\.target: './no/dir' is neither a model directory nor a hub id",
+        ),
+        (
+            [{"benchmark": "emb", "model": "tiny", "target": "org/target"}],
+            r"experiments\[0\]\.target: model 'tiny' is an embedded tiny model",
+        ),
+    ],
+    ids=[
+        "repeated-experiment",
+        "retain-without-target",
+        "target-dir-missing",
+        "embedded-published",
+    ],
+)
+def test_experiment_errors(tmp_path, exp, match):
+    with pytest.raises(ConfigError, match=match):
+        study(tmp_path, experiments=exp)
+
+
+# ----------------------------------------------------------------------------- hub ids offline
+
+
+def test_offline_hub_ids_must_be_in_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    tofu = tmp_path / "tofu"
+    tofu.mkdir()
+    cfg = dict(
+        benchmarks={"tofu": {"kind": "tofu", "source": str(tofu)}},
+        models={"llama": {"kind": "hf", "source": "org/base"}},
+    )
+    # a published target missing from the cache: named, with the command that fills it
+    with pytest.raises(
+        ConfigError,
+        match=r"experiments\[0\]\.target: model 'org/tofu_full' is a hub "
+        r"id, HF_HUB_OFFLINE=1 .* `hf download org/tofu_full`",
+    ):
+        study(
+            tmp_path,
+            experiments=[{"benchmark": "tofu", "model": "llama", "target": "org/tofu_full"}],
+            **cfg,
+        )
+    # a fine-tuned experiment needs its base model
+    with pytest.raises(ConfigError, match=r"models\.llama\.source: model 'org/base'"):
+        study(tmp_path, experiments=[{"benchmark": "tofu", "model": "llama"}], **cfg)
+    # the TOFU dataset by hub id
+    with pytest.raises(
+        ConfigError,
+        match=r"benchmarks\.tofu\.source: dataset 'locuslab/TOFU' .*"
+        r"`hf download locuslab/TOFU --repo-type dataset`",
+    ):
+        study(
+            tmp_path,
+            experiments=[{"benchmark": "tofu", "model": "llama", "target": str(tofu)}],
+            benchmarks={"tofu": {"kind": "tofu", "source": "locuslab/TOFU"}},
+            models=cfg["models"],
+        )
+    # online nothing is checked (the libraries download what is missing)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    study(
+        tmp_path,
+        experiments=[{"benchmark": "tofu", "model": "llama", "target": "org/tofu_full"}],
+        **cfg,
+    )
+
+
+def test_train_overrides_in_order_unlearn_experiment_method(tmp_path):
+    s = study(
+        tmp_path,
+        experiments=[
+            {"benchmark": "emb", "model": "tiny", "train": {"warmup_steps": 7, "lr": 2e-3}}
+        ],
+    )
+    gd = s.unlearn_config(s.run_of("emb", "tiny", "graddiff", "retain_weight=1@seed=0"))["train"]
+    ga = s.unlearn_config(s.run_of("emb", "tiny", "ga", "seed=0"))["train"]
+    assert ga["warmup_steps"] == 7 and ga["lr"] == 2e-3 and ga["max_steps"] == 3
+    assert gd["warmup_steps"] == 7 and gd["lr"] == 5e-4  # the entry's own train wins

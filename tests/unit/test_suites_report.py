@@ -159,3 +159,36 @@ def test_report_has_suite_tables_relearning_rows_and_plots(tmp_path):
         "relearn.png",
     }
     assert all(p.stat().st_size > 5000 for p in (out / "plots").iterdir())
+
+
+def test_report_without_a_retain_model_says_n_a_and_why(tmp_path):
+    """A published target and no retain model: forget quality and PrivLeak are null with a
+    reason; the tables print n/a and the reason, the plot falls back to forget probability."""
+    base = tmp_path / "results" / "emb" / "tiny"
+    reason = "no retain model in this experiment: forget quality compares ..."
+    files = []
+    for unit, p, cfg in (
+        (base / "published" / "target", 0.9, None),
+        (base / "runs" / "ga" / "seed=0", 0.1, {"method": {"name": "ga"}, "train": {"seed": 0}}),
+    ):
+        path = _write_unit(unit, p, None, {"muse": ("muse", {"knowmem_f": 30.0})}, cfg)
+        result = json.loads(path.read_text())
+        result["unavailable"] = {"forget_quality": reason}
+        path.write_text(json.dumps(result))
+        suite = json.loads((unit / "suites" / "muse.json").read_text())
+        suite["unavailable"] = {"privleak": "no retain model: PrivLeak is relative ..."}
+        (unit / "suites" / "muse.json").write_text(json.dumps(suite))
+        files.append(path)
+    rows = write_report(files, tmp_path / "report")
+    assert [r["role"] for r in rows] == ["target", "unlearned"]
+    assert rows[0]["origin"] == "published" and rows[1]["origin"] == ""
+    assert all(r["forget_quality"] is None and r["muse.privleak"] is None for r in rows)
+    md = (tmp_path / "report" / "summary.md").read_text()
+    assert md.count("| n/a |") >= 2
+    assert f"n/a, forget_quality: {reason}" in md
+    assert "n/a, privleak: no retain model: PrivLeak is relative ..." in md
+    assert "Published checkpoints (imported, not fine-tuned here): emb/tiny target" in md
+    with (tmp_path / "report" / "summary.csv").open() as fh:
+        csv_rows = list(csv.DictReader(fh))
+    assert [r["forget_quality"] for r in csv_rows] == ["", ""]  # empty, not a number
+    assert (tmp_path / "report" / "tradeoff.png").stat().st_size > 10_000

@@ -26,7 +26,8 @@ except ConfigError as exc:
 
 R = STUDY.results
 SUITES = STUDY.suites
-GPU_RESOURCES = STUDY.gpu_resources()
+# resources of the training rules (gpu / gres / nodes), from each stage's settings
+GPU_RESOURCES = {stage: STUDY.gpu_resources(stage) for stage in ("finetune", "unlearn", "relearn")}
 
 
 def run_of(wildcards):
@@ -63,7 +64,7 @@ def base_model_input(wildcards):
 
 
 def target_model_input(wildcards):
-    return f"{STUDY.finetuned_dir(wildcards.bench, wildcards.model, 'target')}/model"
+    return STUDY.target_model(wildcards.bench, wildcards.model)
 
 
 def eval_model_input(wildcards):
@@ -89,6 +90,14 @@ def model_args(wildcards):
     return STUDY.model_args(wildcards.model)
 
 
+def published_args(wildcards):
+    return STUDY.published_args(wildcards.bench, wildcards.model, wildcards.kind)
+
+
+def convert_args(wildcards):
+    return STUDY.convert_args(wildcards.model)
+
+
 def embedded_model_args(wildcards):
     return STUDY.embedded_model_args(wildcards.model)
 
@@ -101,8 +110,16 @@ def unlearn_config(wildcards):
     return to_json(STUDY.unlearn_config(run_of(wildcards)))
 
 
-def launcher(wildcards, threads, resources):
-    return STUDY.unlearn_launcher(resources)
+def finetune_launcher(wildcards, threads, resources):
+    return STUDY.launcher("finetune", resources)
+
+
+def unlearn_launcher(wildcards, threads, resources):
+    return STUDY.launcher("unlearn", resources)
+
+
+def relearn_launcher(wildcards, threads, resources):
+    return STUDY.launcher("relearn", resources)
 
 
 def relearn_config(wildcards):
@@ -114,7 +131,11 @@ def relearn_slice_args(wildcards):
 
 
 def eval_params(wildcards):
-    return STUDY.eval_args(wildcards.bench)
+    return STUDY.eval_args(wildcards.bench, wildcards.model)
+
+
+def model_options(wildcards):
+    return STUDY.model_options(wildcards.bench, wildcards.model)
 
 
 def retain_eval_arg(wildcards):

@@ -11,5 +11,7 @@ rule convert:
         f"{R}/logs/convert/{{bench}}/{{model}}/{{entry}}/{{tag}}.log",
     conda:
         "../../envs/blur.yaml"
+    params:
+        args=convert_args,
     shell:
-        "python -m blur_core convert {input} {output} > {log} 2>&1"
+        "python -m blur_core convert {input} {output} {params.args} > {log} 2>&1"

@@ -1,4 +1,5 @@
-# TOFU-style evaluation of one model (target, retain, or an unlearning run): probability,
+# TOFU-style evaluation of one model (target, retain, or an unlearning run; in the model's dtype
+# and prompt format, on a GPU when the job was granted one): probability,
 # ROUGE-L recall and truth ratio on forget/retain/utility sets, model utility, and forget
 # quality (KS test against the retain model's truth ratios). JSON with per-example values.
 
@@ -49,6 +50,7 @@ if SUITES:
             suites=suites_json,
             retain=retain_suites_arg,
             out_dir=suites_out_dir,
+            model=model_options,
         shell:
             "python -m blur_core evaluate-suites --model {input.model} --suites-json {params.suites:q} "
-            "{params.retain} --out-dir {params.out_dir} > {log} 2>&1"
+            "{params.retain} {params.model} --out-dir {params.out_dir} > {log} 2>&1"

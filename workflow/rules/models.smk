@@ -1,6 +1,9 @@
-# Base models and the two fine-tuned models every unlearning run is compared against:
+# Base models and the two models every unlearning run is compared against:
 #   target = base fine-tuned on the full set (what unlearning starts from),
-#   retain = base fine-tuned on the retain split only (the oracle for forget quality).
+#   retain = base fine-tuned on the retain split only (the oracle for forget quality),
+# or, with experiments[i].target / .retain, published checkpoints imported once (no fine-tune).
+# Training jobs start through the stage's launcher (python -m, torchrun, srun + torchrun);
+# the log starts each attempt with the host, SLURM job id and CUDA_VISIBLE_DEVICES.
 
 
 rule prepare_embedded_model:
@@ -31,6 +34,19 @@ rule import_model:
         "python -m blur_core import-model {params.args} --out {output} > {log} 2>&1"
 
 
+rule import_published:
+    output:
+        directory(f"{R}/{{bench}}/{{model}}/published/{{kind}}/model"),
+    log:
+        f"{R}/logs/import_published/{{bench}}/{{model}}/{{kind}}.log",
+    conda:
+        "../../envs/blur.yaml"
+    params:
+        args=published_args,
+    shell:
+        "python -m blur_core import-model {params.args} --out {output} > {log} 2>&1"
+
+
 rule finetune:
     input:
         base=base_model_input,
@@ -47,8 +63,13 @@ rule finetune:
         "../../envs/blur.yaml"
     threads: 2
     resources:
-        gpu=0,
+        gpu=GPU_RESOURCES["finetune"]["gpu"],
+        gres=GPU_RESOURCES["finetune"]["gres"],
+        nodes=GPU_RESOURCES["finetune"].get("nodes", 1),
     params:
         cfg=finetune_config,
+        launch=finetune_launcher,
     shell:
-        "python -m blur_core unlearn --config-json {params.cfg:q} > {log} 2>&1"
+        'echo "=== finetune attempt $(date -u +%FT%TZ) on $(hostname): SLURM_JOB_ID=${{SLURM_JOB_ID:-none}}'
+        ' CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-unset}} launch: {params.launch}" >> {log}; '
+        "{params.launch} blur_core unlearn --config-json {params.cfg:q} >> {log} 2>&1"

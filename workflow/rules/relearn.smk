@@ -36,9 +36,13 @@ rule relearn:
         "../../envs/blur.yaml"
     threads: 1
     resources:
-        gpu=GPU_RESOURCES["gpu"],
-        gres=GPU_RESOURCES["gres"],
+        gpu=GPU_RESOURCES["relearn"]["gpu"],
+        gres=GPU_RESOURCES["relearn"]["gres"],
+        nodes=GPU_RESOURCES["relearn"].get("nodes", 1),
     params:
         cfg=relearn_config,
+        launch=relearn_launcher,
     shell:
-        "python -m blur_core unlearn --config-json {params.cfg:q} > {log} 2>&1"
+        'echo "=== relearn attempt $(date -u +%FT%TZ) on $(hostname): SLURM_JOB_ID=${{SLURM_JOB_ID:-none}}'
+        ' CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-unset}} launch: {params.launch}" >> {log}; '
+        "{params.launch} blur_core unlearn --config-json {params.cfg:q} >> {log} 2>&1"

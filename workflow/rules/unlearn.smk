@@ -26,11 +26,12 @@ rule unlearn:
         "../../envs/blur.yaml"
     threads: 1
     resources:
-        gpu=GPU_RESOURCES["gpu"],
-        gres=GPU_RESOURCES["gres"],
+        gpu=GPU_RESOURCES["unlearn"]["gpu"],
+        gres=GPU_RESOURCES["unlearn"]["gres"],
+        nodes=GPU_RESOURCES["unlearn"].get("nodes", 1),
     params:
         cfg=unlearn_config,
-        launch=launcher,
+        launch=unlearn_launcher,
     shell:
         'echo "=== unlearn attempt $(date -u +%FT%TZ) on $(hostname): SLURM_JOB_ID=${{SLURM_JOB_ID:-none}}'
         ' CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-unset}} launch: {params.launch}" >> {log}; '
