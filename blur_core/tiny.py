@@ -199,7 +199,9 @@ _TEXT_FIELDS = ("question", "answer", "paraphrased_answer", "paraphrased_questio
 
 def benchmark_texts(bench_dir: str | Path) -> list[str]:
     """Every question/answer/paraphrase/perturbed string in the record files
-    (``*.json``, ``*.jsonl``, sorted by name) of ``bench_dir``, in a fixed order.
+    (``*.json``, ``*.jsonl``, sorted by name) of ``bench_dir``, in a fixed order; for a
+    prepared text corpus (a dir with ``corpus.json``) every document and evaluation string
+    (:func:`blur_core.data.corpus.corpus_strings`).
 
     Raises:
         FileNotFoundError: ``bench_dir`` is not a directory or holds no record file.
@@ -209,6 +211,10 @@ def benchmark_texts(bench_dir: str | Path) -> list[str]:
     bench_dir = Path(bench_dir)
     if not bench_dir.is_dir():
         raise FileNotFoundError(f"benchmark directory not found: {str(bench_dir)!r}")
+    if (bench_dir / "corpus.json").is_file():  # a prepared text corpus (data/corpus.py)
+        from blur_core.data.corpus import corpus_strings
+
+        return corpus_strings(bench_dir)
     files = sorted(
         p for p in bench_dir.iterdir() if p.suffix in (".json", ".jsonl") and p.is_file()
     )
@@ -236,7 +242,8 @@ def prepare_embedded_model(
     intermediate_size: int = 512,
     max_position_embeddings: int = 256,
 ) -> Path:
-    """The untrained tiny base model for an embedded benchmark directory (TOFU layout).
+    """The untrained tiny base model for an embedded benchmark directory (TOFU layout, or a
+    prepared text corpus such as ``prepare-data --benchmark corpus-embedded`` writes).
 
     The word-level tokenizer is trained on :func:`benchmark_texts` of ``bench_dir`` (every
     file, incl. ``pretrain.json`` and the perturbed answers) plus the words of the plain

@@ -90,3 +90,23 @@ def smollm2_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("smollm2") / "model"
     assert main(["import-model", "--smollm2", "--out", str(out)]) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory) -> dict[str, Path]:
+    """The embedded text corpus (12 fictitious people, 3 forgotten, 3 holdout) in the
+    prepared corpus layout, and an untrained 3-layer tiny Llama whose tokenizer covers it."""
+    from blur_core.data.corpus_embedded import write_embedded_corpus
+    from blur_core.tiny import prepare_embedded_model
+
+    root = tmp_path_factory.mktemp("corpus")
+    write_embedded_corpus(root / "data", n_people=12, forget_fraction=0.25, seed=0)
+    model = prepare_embedded_model(
+        root / "data", root / "base_model", hidden_size=64, num_layers=3, intermediate_size=128
+    )
+    return {
+        "root": root / "data",
+        "forget": root / "data" / "forget.jsonl",
+        "retain": root / "data" / "retain.jsonl",
+        "base_model": model,
+    }

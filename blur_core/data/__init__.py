@@ -1,11 +1,24 @@
 """Benchmark data: record I/O, QA and raw-text datasets, collation, the TOFU hub
 layout (locate, validate, materialise), the embedded fictitious-people benchmark
-written in that layout, and the WMDP / MMLU / MUSE-News loaders.
+written in that layout, the WMDP / MMLU / MUSE-News evaluation loaders, and the
+text-corpus unlearning benchmarks (MUSE-News and WMDP corpora, the embedded corpus) in
+one prepared layout (``corpus.py``).
 
 Submodules import torch; importing this package has no other side effects.
 """
 
 from blur_core.data.collate import IGNORE_INDEX, pad_collate
+from blur_core.data.corpus import (
+    CorpusInfo,
+    corpus_data_config,
+    load_corpus_mc,
+    load_texts,
+    prepare_muse_corpus,
+    prepare_wmdp_corpus,
+    read_corpus_info,
+    validate_corpus,
+)
+from blur_core.data.corpus_embedded import write_embedded_corpus
 from blur_core.data.embedded import (
     ATTRIBUTE_KEYS,
     corpus_texts,
@@ -49,11 +62,13 @@ __all__ = [
     "PROMPT_FORMATS",
     "TOFU_SPLITS",
     "BenchmarkUnavailableError",
+    "CorpusInfo",
     "MCItem",
     "MuseData",
     "QADataset",
     "QAFormat",
     "TextChunkDataset",
+    "corpus_data_config",
     "corpus_texts",
     "embedded_forget_people",
     "encode_answer",
@@ -61,22 +76,29 @@ __all__ = [
     "encode_qa",
     "idk_answer",
     "link_tofu",
+    "load_corpus_mc",
     "load_mmlu",
     "load_muse",
     "load_records",
+    "load_texts",
     "load_wmdp",
     "make_people",
     "make_qa",
     "make_real_authors",
     "make_world_facts",
     "pad_collate",
+    "prepare_muse_corpus",
+    "prepare_wmdp_corpus",
     "prompt_format",
+    "read_corpus_info",
     "require_fields",
     "resolve_benchmark_root",
     "select_items",
     "split_forget_retain",
     "tofu_files",
+    "validate_corpus",
     "validate_tofu",
+    "write_embedded_corpus",
     "write_embedded_tofu",
     "write_jsonl",
 ]

@@ -9,7 +9,7 @@ Example::
       forget: data/forget.jsonl
       retain: data/retain.jsonl
       format: qa                       # qa (question/answer) or text (plain corpus, chunked)
-      max_length: 128
+      max_length: 128                  # text: text_chunking concat | muse | document
     train:
       max_steps: 30
       micro_batch_size: 8
@@ -40,6 +40,7 @@ from blur_core.config import (
     to_dict,
 )
 from blur_core.data.qa import PROMPT_FORMATS, QAFormat, prompt_format
+from blur_core.data.text import CHUNKING_MODES
 from blur_core.methods import Objective, build_objective, resolved_hparams
 
 __all__ = ["DataConfig", "RunConfig", "TrainConfig", "load_run_config", "parse_run_config"]
@@ -80,7 +81,20 @@ class DataConfig:
         doc="a named prompt format (what a published model was fine-tuned with); replaces "
         "prompt_template / use_chat_template / answer_prefix",
     )
-    max_length: int = checked(256, check=at_least(8))
+    max_length: int = checked(256, check=at_least(8), doc="token limit of one example")
+    forget_max_length: int | None = checked(
+        None, check=at_least(8), doc="override max_length for forget (e.g. RMU: bio 512, cyber 768)"
+    )
+    retain_max_length: int | None = checked(
+        None, check=at_least(8), doc="override max_length for retain"
+    )
+    text_chunking: str = checked(
+        "concat",
+        check=one_of(*CHUNKING_MODES),
+        doc="text: concat (documents + EOS, cut every max_length tokens); muse (MUSE's: "
+        "joined by blank lines, BOS + max_length-1 tokens per chunk, no overlap); "
+        "document (one example per document, truncated: RMU's)",
+    )
 
     def validate(self, where: str) -> None:
         if self.prompt_format is None:
@@ -111,6 +125,9 @@ class DataConfig:
 
     def format_of(self, which: str) -> str:
         return getattr(self, f"{which}_format") or self.format
+
+    def max_length_of(self, which: str) -> int:
+        return getattr(self, f"{which}_max_length") or self.max_length
 
     def files(self, which: str) -> list[str]:
         value = getattr(self, which)
@@ -224,6 +241,16 @@ class RunConfig:
             raise ConfigError(f"method {self.method_name!r} needs data.forget (a forget set file)")
         if obj.uses_retain and not self.data.retain:
             raise ConfigError(f"method {self.method_name!r} needs data.retain (a retain set file)")
+        if (
+            obj.uses_forget
+            and obj.forget_answers == "idk"
+            and self.data.format_of("forget") != "qa"
+        ):
+            raise ConfigError(
+                f"method {self.method_name!r} (forget loss idk) replaces the forget answers with "
+                f"refusals and needs question/answer data; data.forget is format "
+                f"{self.data.format_of('forget')!r} (use ga, npo, simnpo or rmu on text)"
+            )
         for which in ("forget", "retain"):
             for path in self.data.files(which):
                 if not Path(path).exists():

@@ -39,6 +39,7 @@ from blur_core.data import (
     load_records,
     pad_collate,
 )
+from blur_core.data.corpus import load_texts
 from blur_core.methods import Objective
 from blur_core.models import load_tokenizer
 from blur_core.train import step as step_losses
@@ -82,23 +83,23 @@ def build_dataset(cfg: RunConfig, which: str, tokenizer, objective: Objective):
     """The forget or retain dataset of a run, tokenised (IdK answers substituted if needed)."""
     paths = cfg.data.files(which)
     path = ", ".join(paths)
+    max_length = cfg.data.max_length_of(which)
+    if cfg.data.format_of(which) == "text":
+        # schema errors name the file and line (missing field, empty file, not JSON lines)
+        texts = [t for p in paths for t in load_texts(p, cfg.data.text_key)]
+        try:
+            return TextChunkDataset(texts, tokenizer, max_length, cfg.data.text_chunking)
+        except ValueError as err:
+            raise ValueError(f"data.{which}: {path}: {err}") from None
     records = [rec for p in paths for rec in load_records(p)]
     if not records:
         raise ValueError(f"data.{which}: {path} holds no examples")
-    if cfg.data.format_of(which) == "text":
-        texts = [r.get(cfg.data.text_key) for r in records]
-        bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
-        if bad is not None:
-            raise ValueError(
-                f"data.{which}: {path} record {bad} has no string field {cfg.data.text_key!r}"
-            )
-        return TextChunkDataset(texts, tokenizer, cfg.data.max_length)
     fmt = cfg.data.qa_format()
     override = idk_answer if (which == "forget" and objective.forget_answers == "idk") else None
     return QADataset(
         records,
         tokenizer,
-        max_length=cfg.data.max_length,
+        max_length=max_length,
         fmt=fmt,
         answer_override=override,
         source=str(path),
@@ -159,6 +160,13 @@ def run(cfg: RunConfig, ctx: DistContext | None = None) -> RunResult:
 
     seed_everything(tcfg.seed)
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
+    # the data first: a bad file fails before any model is loaded (the error names it)
+    forget_ds = (
+        build_dataset(cfg, "forget", tokenizer, objective) if objective.uses_forget else None
+    )
+    retain_ds = (
+        build_dataset(cfg, "retain", tokenizer, objective) if objective.uses_retain else None
+    )
     backend = build_backend(
         cfg.model,
         tcfg,
@@ -167,12 +175,6 @@ def run(cfg: RunConfig, ctx: DistContext | None = None) -> RunResult:
         {"run_config.yaml": yaml.safe_dump(cfg.resolved(), sort_keys=False)},
     )
     model = backend.model  # the module itself, or the DeepSpeed engine wrapping it
-    forget_ds = (
-        build_dataset(cfg, "forget", tokenizer, objective) if objective.uses_forget else None
-    )
-    retain_ds = (
-        build_dataset(cfg, "retain", tokenizer, objective) if objective.uses_retain else None
-    )
 
     ref_model = backend.load_reference(cfg.model) if objective.needs_reference_model else None
     control = None

@@ -147,6 +147,22 @@ def test_property_residual_has_signal():
     assert abs(lhs - rhs) / (math.sqrt(fdot(forget, forget) * fdot(retain, retain)) + rhs) > 1e-2
 
 
+@pytest.mark.parametrize("alpha", [2.0, 7.5, 1200.0])
+def test_gamma_one_over_alpha_is_the_wmdp_reference_update_scaled(alpha):
+    """The reference BLUR code's WMDP update g = F + alpha (R - (<F,R>/||F||^2) F) is
+    alpha * d with d the forget-priority direction at gamma = 1/alpha (float64, exact)."""
+    gen = torch.Generator().manual_seed(11)
+    F = [torch.randn(5, 3, generator=gen, dtype=F64), torch.randn(4, generator=gen, dtype=F64)]
+    R = [torch.randn(5, 3, generator=gen, dtype=F64), torch.randn(4, generator=gen, dtype=F64)]
+    ratio = sum((f * r).sum() for f, r in zip(F, R)) / sum((f * f).sum() for f in F)
+    g = [f + alpha * (r - ratio * f) for f, r in zip(F, R)]
+    d, stats = blur_direction(F, R, gamma=1.0 / alpha)
+    for gi, di in zip(g, d):
+        torch.testing.assert_close(alpha * di, gi, rtol=1e-12, atol=1e-12)
+    assert float(stats.xi) == pytest.approx(1.0 / alpha - float(ratio), abs=1e-12)
+    assert max(float((gi - di).abs().max()) for gi, di in zip(g, d)) > 1e-3  # alpha matters
+
+
 def test_orthogonal_gamma_zero_gives_retain_exactly():
     forget = [torch.tensor([1.0, 0.0, 0.0], dtype=F64), torch.tensor([[0.0, 3.0]], dtype=F64)]
     retain = [torch.tensor([0.0, 2.0, -1.0], dtype=F64), torch.tensor([[5.0, 0.0]], dtype=F64)]
