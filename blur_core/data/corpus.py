@@ -71,7 +71,9 @@ __all__ = [
     "read_corpus_info",
     "read_text_jsonl",
     "split_paragraphs",
+    "training_defaults",
     "validate_corpus",
+    "verbmem_paragraphs",
     "write_corpus",
 ]
 
@@ -94,6 +96,7 @@ MUSE_EVAL_FILES: dict[str, str] = {
 }
 MC_FILES: dict[str, str] = {"forget": "mc/forget.json", "retain": "mc/retain.json"}
 
+EMBEDDED_MAX_LENGTH = 128  # corpus-embedded: a report is ~60-70 word-level tokens
 MUSE_MAX_LENGTH = 2048  # MUSE's MAX_LEN for News (baselines/scripts/unlearn_news.sh)
 MUSE_HUB_RETAIN = ("retain1", "retain2")
 MUSE_LOCAL_RETAIN = ("retain1", "retain2", "extra_news")
@@ -104,6 +107,28 @@ WMDP_CORPORA_HUB_ID = "cais/wmdp-corpora"
 WIKITEXT_HUB = ("Salesforce/wikitext", "wikitext-2-raw-v1", "test")
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def training_defaults(kind: str, subset: str = "bio") -> dict[str, Any]:
+    """The RunConfig ``data:`` keys a corpus kind trains with (written into ``corpus.json``
+    and used by the pipeline before the data exists): MUSE's chunking for ``muse``
+    (2048 tokens), RMU's per-document truncation for ``wmdp`` (512 bio / 768 cyber forget,
+    512 retain), one example per report of at most 128 tokens for ``corpus-embedded``."""
+    if kind == "muse":
+        return {"format": "text", "text_chunking": "muse", "max_length": MUSE_MAX_LENGTH}
+    if kind == "wmdp":
+        if subset not in WMDP_SUBSETS:
+            raise ValueError(f"unknown WMDP subset {subset!r}; expected one of {WMDP_SUBSETS}")
+        return {
+            "format": "text",
+            "text_chunking": "document",
+            "max_length": WMDP_RETAIN_MAX_LENGTH,
+            "forget_max_length": WMDP_FORGET_MAX_LENGTH[subset],
+            "retain_max_length": WMDP_RETAIN_MAX_LENGTH,
+        }
+    if kind == "corpus-embedded":
+        return {"format": "text", "text_chunking": "document", "max_length": EMBEDDED_MAX_LENGTH}
+    raise ValueError(f"unknown corpus kind {kind!r}; expected one of {CORPUS_KINDS}")
 
 
 # ----------------------------------------------------------------------------- reading
@@ -542,6 +567,36 @@ def _limit(texts: list[str], n: int | None, what: str) -> list[str]:
     return texts[:n]
 
 
+def verbmem_paragraphs(paragraphs: Sequence[str], verbmem: Sequence[dict], n: int) -> list[str]:
+    """The paragraphs (in corpus order) that hold the passages of the first ``n`` VerbMem items
+    (each item's ``prompt`` + ``gt``, located in the corpus text): a forget corpus sized for a
+    small budget that still holds exactly what VerbMem measures. Items whose prompt is not found
+    verbatim are skipped (2 of MUSE-News's 100).
+
+    Raises:
+        ValueError: ``n`` is not a positive integer, or no item was found.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"forget_verbmem must be a positive integer, got {n!r}")
+    text = "\n\n".join(paragraphs)
+    starts, pos = [], 0
+    for p in paragraphs:  # character offset of each paragraph in the joined text
+        starts.append(pos)
+        pos += len(p) + 2
+    keep: set[int] = set()
+    for item in verbmem[:n]:
+        at = text.find(item["prompt"])
+        if at < 0:
+            continue
+        end = at + len(item["prompt"]) + len(item.get("gt", ""))
+        for i, s in enumerate(starts):
+            if s < end and s + len(paragraphs[i]) > at:
+                keep.add(i)
+    if not keep:
+        raise ValueError(f"none of the first {n} VerbMem passages occurs in the forget corpus")
+    return [paragraphs[i] for i in sorted(keep)]
+
+
 def _read_raw_paragraphs(path: Path) -> list[str]:
     text = path.read_text(encoding="utf-8")
     if not text.strip():
@@ -592,6 +647,7 @@ def prepare_muse_corpus(
     forget_docs: int | None = None,
     retain_docs: int | None = None,
     cache_dir: str | Path | None = None,
+    forget_verbmem: int | None = None,
 ) -> dict[str, int]:
     """Write MUSE-News as a prepared corpus (layout in the module docstring).
 
@@ -603,6 +659,9 @@ def prepare_muse_corpus(
             (``retain1``, ``retain2``, ``extra_news``, ``holdout``) or a text file
             (``.txt`` split into paragraphs; ``.jsonl``/``.json`` with ``text``).
         forget_docs / retain_docs: keep only the first N paragraphs (a CPU-sized slice).
+        forget_verbmem: keep only the forget paragraphs that hold the first N VerbMem
+            passages (:func:`verbmem_paragraphs`; a small forget corpus that VerbMem with
+            ``limit: N`` still measures); applied before ``forget_docs``.
 
     The evaluation sets (KnowMem, VerbMem, PrivLeak) are validated by
     :func:`~blur_core.data.muse.load_muse` and written with the layout's file names. The
@@ -613,11 +672,14 @@ def prepare_muse_corpus(
 
     forget, forget_from = _muse_texts(source, "forget", cache_dir)
     retain_texts, retain_from = _muse_retain(source, retain, cache_dir)
+    data = load_muse(source)
+    if forget_verbmem is not None:
+        forget = verbmem_paragraphs(forget, data.verbmem_forget, forget_verbmem)
+        forget_from += f" (the paragraphs of the first {forget_verbmem} VerbMem passages)"
     forget = _limit(forget, forget_docs, "forget_docs")
     retain_texts = _limit(retain_texts, retain_docs, "retain_docs")
-    data = load_muse(source)
     muse_eval = {key: list(getattr(data, key)) for key in MUSE_EVAL_FILES}
-    training = {"format": "text", "text_chunking": "muse", "max_length": MUSE_MAX_LENGTH}
+    training = training_defaults("muse")
     write_corpus(
         out_dir,
         "muse",
@@ -731,13 +793,7 @@ def prepare_wmdp_corpus(
     retain_texts = [t for t in retain_texts if len(t) > min_chars and (t.strip() or not lenient)]
     forget = _limit(forget, forget_docs, "forget_docs")
     retain_texts = _limit(retain_texts, retain_docs, "retain_docs")
-    training = {
-        "format": "text",
-        "text_chunking": "document",
-        "max_length": WMDP_RETAIN_MAX_LENGTH,
-        "forget_max_length": WMDP_FORGET_MAX_LENGTH[subset],
-        "retain_max_length": WMDP_RETAIN_MAX_LENGTH,
-    }
+    training = training_defaults("wmdp", subset)
     write_corpus(
         out_dir,
         "wmdp",

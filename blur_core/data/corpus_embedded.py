@@ -23,14 +23,17 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from blur_core.data.corpus import validate_corpus, write_corpus
+from blur_core.data.corpus import (
+    training_defaults,
+    validate_corpus,
+    write_corpus,
+)
 from blur_core.data.embedded import ATTRIBUTES, make_people
 
 __all__ = ["embedded_corpus_documents", "person_report", "write_embedded_corpus"]
 
 N_ICL = 3
 VERBMEM_PROMPT_SENTENCES = 3
-EMBEDDED_MAX_LENGTH = 128  # a report is ~60-70 word-level tokens
 
 
 def person_report(person: dict, rng: random.Random) -> list[str]:
@@ -150,7 +153,7 @@ def write_embedded_corpus(
         f"embedded(n_people={n_people}, forget_fraction={forget_fraction}, seed={seed})",
         docs["forget"],
         docs["retain"],
-        {"format": "text", "text_chunking": "document", "max_length": EMBEDDED_MAX_LENGTH},
+        training_defaults("corpus-embedded"),
         forget_from="reports of the forget people",
         retain_from="reports of the retain people",
         muse_eval=muse_eval,

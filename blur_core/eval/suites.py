@@ -21,6 +21,9 @@ aggregates are computed from. Kinds:
   trained only on QA does not); cloze tests the knowledge itself. On the embedded
   benchmark it stands in for WMDP (forget set: knowledge that should go) and MMLU (world
   facts: knowledge that should stay).
+- ``corpus_mc`` (a prepared corpus dir with ``mc/{forget,retain}.json``, ``set``): the
+  corpus's 4-way questions in cloze form, as ``tofu_mc``; on the embedded corpus it stands
+  in for WMDP (``set: forget``) and MMLU (``set: retain``).
 - ``muse``  (``source``: MUSE-News dir or ``muse-bench/MUSE-News``): VerbMem, KnowMem
   (forget/retain), PrivLeak (relative to the retain model's AUC when the pipeline passes
   it, else MUSE's published News constant; the result says which) and the MIA suite
@@ -62,7 +65,7 @@ NO_RETAIN_MODEL_PRIVLEAK = (
     "no retain model in this experiment: PrivLeak is relative to a retain model's AUC "
     "(MUSE's published constant holds for MUSE's own Llama-2 models only)"
 )
-SUITE_KINDS = ("wmdp", "mmlu", "tofu_mc", "muse", "memorisation", "tofu")
+SUITE_KINDS = ("wmdp", "mmlu", "tofu_mc", "corpus_mc", "muse", "memorisation", "tofu")
 MUSE_METRICS = ("verbmem_f", "knowmem_f", "knowmem_r", "privleak")
 
 
@@ -229,6 +232,11 @@ def cloze_mc(model, tokenizer, items, fmt, batch_size: int = 32, max_length: int
 def _run_mc(cfg: SuiteConfig, model, tokenizer, fmt) -> dict:
     from blur_core.data import mc as mcdata
 
+    if cfg.kind == "corpus_mc":
+        from blur_core.data.corpus import load_corpus_mc
+
+        items = mcdata.select_items(load_corpus_mc(cfg.source, cfg.set), cfg.limit, seed=cfg.seed)
+        return _mc_result(cloze_mc(model, tokenizer, items, fmt, cfg.batch_size, cfg.qa_max_length))
     if cfg.kind == "tofu_mc":
         from blur_core.eval.tofu import load_tofu_eval_sets
 
@@ -420,7 +428,7 @@ def run_suite(
 
     fmt = fmt or QAFormat()
     start = time.perf_counter()
-    if cfg.kind in ("wmdp", "mmlu", "tofu_mc"):
+    if cfg.kind in ("wmdp", "mmlu", "tofu_mc", "corpus_mc"):
         body = _run_mc(cfg, model, tokenizer, fmt)
     elif cfg.kind == "muse":
         body = _run_muse(cfg, model, tokenizer, reference, self_reference, no_reference)

@@ -39,14 +39,38 @@ from typing import Any
 
 from blur_core import hub
 from blur_core.config import ConfigError
+from blur_core.data.corpus import training_defaults
 from blur_core.data.tofu import TOFU_ALL_FILES, TOFU_SPLITS
 from blur_core.eval.suites import parse_suite
 from blur_core.methods import build_objective
 from blur_core.pipeline.launch import launch_prefix, ranks_per_node
 from blur_core.pipeline.tags import run_tag
 
+QA_KINDS = ("embedded", "tofu")  # question/answer benchmarks in the TOFU layout
+CORPUS_KINDS = ("muse", "wmdp", "corpus-embedded")  # text corpora (blur_core.data.corpus)
+DEFAULT_PROTOCOL = {"muse": "muse", "wmdp": "wmdp", "corpus-embedded": "muse"}
+# benchmark keys that only some kinds take (the schema lists every key for every kind)
+BENCHMARK_KEY_KINDS: dict[str, tuple[str, ...]] = {
+    "source": ("tofu", "muse", "wmdp"),
+    "retain_limit": ("tofu",),
+    "protocol": CORPUS_KINDS,
+    "max_length": CORPUS_KINDS,
+    "evaluate": CORPUS_KINDS,
+    "retain": ("muse", "wmdp"),
+    "forget_docs": ("muse", "wmdp"),
+    "retain_docs": ("muse", "wmdp"),
+    "forget_verbmem": ("muse",),
+    "subset": ("wmdp",),
+    "min_chars": ("wmdp",),
+    "wmdp_source": ("wmdp",),
+    "mmlu_source": ("wmdp",),
+    "forget_fraction": ("corpus-embedded",),
+}
+
 __all__ = [
     "BENCHMARK_BOUND_SUITES",
+    "CORPUS_KINDS",
+    "QA_KINDS",
     "REFERENCE_KINDS",
     "TRAINING_STAGES",
     "Experiment",
@@ -72,13 +96,20 @@ class Experiment:
     retain: str | None  # published retain model; None: fine-tuned, or none (see reference)
     prompt_format: str | None  # None: the model's, else auto
     train: dict  # unlearn.train overrides for this experiment's runs (e.g. warmup per split)
+    protocol: str = "qa"  # qa (TOFU-style), muse or wmdp (text corpora)
+    target_is_base: bool = False  # wmdp: unlearning starts from the base model itself
+    methods: tuple[str, ...] | None = None  # the sweep entries run here (None: all)
 
     def reference(self, kind: str) -> str | None:
-        """Where the target / retain model comes from: "published", "finetune" or None (no
-        retain model: a published target without a published retain model)."""
-        if (self.target if kind == "target" else self.retain) is not None:
+        """Where the target / retain model comes from: "published" (imported once: a named
+        checkpoint, or the base model itself under the wmdp protocol), "finetune", or None
+        (no retain model: a published target without a published retain model, and always
+        under the wmdp protocol)."""
+        if kind == "target" and (self.target is not None or self.target_is_base):
             return "published"
-        if kind == "retain" and self.target is not None:
+        if kind == "retain" and self.retain is not None:
+            return "published"
+        if kind == "retain" and (self.target is not None or self.protocol == "wmdp"):
             return None
         return "finetune"
 
@@ -154,15 +185,46 @@ class Study:
                     "as well (a fine-tuned target would not match a published retain model)"
                 )
             prompt = exp.get("prompt_format") or config["models"][model].get("prompt_format")
+            protocol = self.protocol(bench)
+            if protocol == "wmdp" and exp.get("retain") is not None:
+                raise ConfigError(
+                    f"{where}.retain: benchmark {bench!r} follows the wmdp protocol, which has no "
+                    "retain model (unlearning starts from the base model); remove it"
+                )
+            target_is_base = (
+                protocol == "wmdp"
+                and exp.get("target") is None
+                and config["models"][model]["kind"] != "embedded"
+            )
+            methods = exp.get("methods")
+            if methods is not None:
+                unknown = [m for m in methods if m not in config["methods"]]
+                if unknown:
+                    raise ConfigError(
+                        f"{where}.methods: {unknown[0]!r} is not a key of methods "
+                        f"({sorted(config['methods'])})"
+                    )
+                methods = tuple(methods)
             experiments[(bench, model)] = Experiment(
-                i, bench, model, exp.get("target"), exp.get("retain"), prompt, exp.get("train", {})
+                i,
+                bench,
+                model,
+                exp.get("target"),
+                exp.get("retain"),
+                prompt,
+                exp.get("train", {}),
+                protocol,
+                target_is_base,
+                methods,
             )
         return experiments
 
     def _enumerate_runs(self) -> dict[tuple[str, str, str, str], Run]:
         config, runs = self.config, {}
-        for bench, model in self.experiments:
+        for (bench, model), exp in self.experiments.items():
             for entry, spec in config["methods"].items():
+                if exp.methods is not None and entry not in exp.methods:
+                    continue
                 grid = spec.get("grid", {})
                 keys = sorted(grid)
                 for combo in itertools.product(*(grid[k] for k in keys)):
@@ -193,6 +255,7 @@ class Study:
                     f"benchmarks.{name}.retain_limit applies to kind tofu only "
                     f"(kind {b['kind']}: use people / questions_per_person)"
                 )
+            self._check_corpus_benchmark(name, b)
         for name, m in config["models"].items():
             src = m.get("source")
             if m["kind"] in ("hf", "gguf") and not src:
@@ -204,16 +267,51 @@ class Study:
         for exp in self.experiments.values():
             model_kind = config["models"][exp.model]["kind"]
             bench_kind = config["benchmarks"][exp.bench]["kind"]
-            if model_kind == "embedded" and bench_kind != "embedded":
+            if model_kind == "embedded" and bench_kind not in ("embedded", "corpus-embedded"):
                 raise ConfigError(
                     f"model {exp.model!r} is an embedded tiny model; it can only run on "
-                    "embedded benchmarks"
+                    "embedded benchmarks (embedded, corpus-embedded)"
                 )
             if model_kind == "embedded" and exp.target is not None:
                 raise ConfigError(
                     f"experiments[{exp.index}].target: model {exp.model!r} is an embedded tiny "
                     "model, built and fine-tuned by the pipeline; published models need kind hf"
                 )
+
+    def _check_corpus_benchmark(self, name: str, b: Mapping[str, Any]) -> None:
+        """Keys that belong to some kinds only, sources and the protocol of a corpus kind."""
+        where = f"benchmarks.{name}"
+        for key, kinds in BENCHMARK_KEY_KINDS.items():
+            if key in b and b["kind"] not in kinds:
+                raise ConfigError(
+                    f"{where}.{key} applies to kind {' / '.join(kinds)} only (kind {b['kind']!r})"
+                )
+        if b["kind"] in QA_KINDS:
+            return
+        if b["kind"] != "corpus-embedded":
+            src = b.get("source")
+            if not src:
+                raise ConfigError(
+                    f"{where}.source is required for kind {b['kind']} (a local dir or hub id)"
+                )
+            if _looks_like_path(src) and not Path(src).is_dir():
+                raise ConfigError(f"{where}.source: directory not found: {src}")
+        protocol = self.protocol(name)
+        if b["kind"] == "wmdp" and protocol != "wmdp":
+            raise ConfigError(
+                f"{where}.protocol = {protocol!r}: a wmdp corpus has no MUSE "
+                "evaluation sets; use protocol wmdp"
+            )
+        if b["kind"] == "wmdp" and not b.get("wmdp_source"):
+            raise ConfigError(
+                f"{where}.wmdp_source is required: the wmdp protocol scores WMDP's multiple-choice "
+                "questions (a dir with wmdp-bio.json / wmdp-cyber.json such as ../shared/data/wmdp, "
+                "or cais/wmdp), which are not part of the corpora"
+            )
+        for key in ("wmdp_source", "mmlu_source"):
+            src = b.get(key)
+            if src and _looks_like_path(src) and not Path(src).is_dir():
+                raise ConfigError(f"{where}.{key}: directory not found: {src}")
 
     def _check_suites(self) -> dict[str, dict]:
         suites = {}
@@ -225,6 +323,13 @@ class Study:
                 )
             spec = dict(spec)
             if spec["kind"] in BENCHMARK_BOUND_SUITES:
+                corpus = sorted({e.bench for e in self.experiments.values() if e.protocol != "qa"})
+                if corpus:
+                    raise ConfigError(
+                        f"{where}: a {spec['kind']} suite reads each experiment's TOFU-style "
+                        f"benchmark, and {corpus[0]!r} is a text corpus (its own protocol "
+                        "evaluates it); run the QA suites in a study of QA benchmarks"
+                    )
                 if "source" in spec:
                     raise ConfigError(
                         f"{where}.source: a {spec['kind']} suite uses each experiment's own "
@@ -254,7 +359,11 @@ class Study:
         for exp in self.experiments.values():
             m = self.config["models"][exp.model]
             fine_tuned = "finetune" in (exp.reference("target"), exp.reference("retain"))
-            if fine_tuned and m["kind"] == "hf" and hub.is_hub_id(m["source"]):
+            if (
+                (fine_tuned or exp.target_is_base)
+                and m["kind"] == "hf"
+                and hub.is_hub_id(m["source"])
+            ):
                 needed.append((f"models.{exp.model}.source", m["source"], "model"))
             for kind in REFERENCE_KINDS:
                 src = getattr(exp, kind)
@@ -323,10 +432,44 @@ class Study:
             raise KeyError(f"no run {'/'.join(key)} in the sweep")
         return self.runs[key]
 
+    def protocol(self, bench: str) -> str:
+        """qa (TOFU-style), or a corpus kind's protocol: muse or wmdp (``benchmarks.B.protocol``,
+        default by kind: muse -> muse, wmdp -> wmdp, corpus-embedded -> muse)."""
+        b = self.config["benchmarks"][bench]
+        if b["kind"] in QA_KINDS:
+            return "qa"
+        return b.get("protocol") or DEFAULT_PROTOCOL[b["kind"]]
+
     def split_files(self, bench: str) -> tuple[str, str]:
-        """(forget split, its retain split), e.g. ('forget10', 'retain90')."""
+        """(forget split, its retain split), e.g. ('forget10', 'retain90'); for a corpus the
+        prepared files' stems ('forget', 'retain')."""
+        if self.protocol(bench) != "qa":
+            return "forget", "retain"
         forget = self.config["benchmarks"][bench]["forget_split"]
         return forget, TOFU_SPLITS[forget]
+
+    def _set_file(self, bench: str, which: str) -> str:
+        """The forget / retain training file of a benchmark."""
+        stem = self.split_files(bench)[0 if which == "forget" else 1]
+        ext = "json" if self.protocol(bench) == "qa" else "jsonl"
+        return f"{self.data_dir(bench)}/{stem}.{ext}"
+
+    def corpus_data(self, bench: str) -> dict:
+        """The ``data:`` keys a corpus benchmark trains with (format, chunking, lengths; a
+        ``benchmarks.B.max_length`` replaces every length); {} for QA benchmarks."""
+        b = self.config["benchmarks"][bench]
+        if b["kind"] in QA_KINDS:
+            return {}
+        data = training_defaults(b["kind"], b.get("subset", "bio"))
+        if "max_length" in b:
+            data.update(
+                {
+                    k: b["max_length"]
+                    for k in ("max_length", "forget_max_length", "retain_max_length")
+                    if k in data
+                }
+            )
+        return data
 
     # ------------------------------------------------------------------------- targets
     def units(self) -> list[str]:
@@ -396,6 +539,9 @@ class Study:
         return {} if fmt is None else {"prompt_format": fmt}
 
     def _finetune_files(self, bench: str, kind: str) -> list[str]:
+        if self.protocol(bench) != "qa":  # a corpus: target on both corpora, retain on its own
+            sets = ("forget", "retain") if kind == "target" else ("retain",)
+            return [self._set_file(bench, which) for which in sets]
         _, retain = self.split_files(bench)
         files = ["full.json" if kind == "target" else f"{retain}.json"]
         # the embedded benchmark's utility knowledge plays the role of what a real base model
@@ -438,6 +584,7 @@ class Study:
                 "retain": self._finetune_files(bench, kind),
                 "max_length": ft["max_length"],
                 **self._data_format(bench, model),
+                **self.corpus_data(bench),
             },
             "train": train,
         }
@@ -446,7 +593,6 @@ class Study:
         """The run config of one sweep point: unlearn.train, then the experiment's train
         overrides, then the entry's, then seed / dtype; the backend when it is not local."""
         un = self.config["unlearn"]
-        forget, retain = self.split_files(run.bench)
         train = {
             **un.get("train", {}),
             **self.experiment(run.bench, run.model).train,
@@ -454,17 +600,17 @@ class Study:
         }
         train.update(seed=run.seed, dtype=self.model_dtype(run.model), progress=False)
         train.update(self._stage_backend("unlearn"))
-        data = self.data_dir(run.bench)
         return {
             "model": self.target_model(run.bench, run.model),
             "output_dir": run.dir,
             "final_model_dir": f"{run.dir}/final",
             "method": {"name": run.method, **dict(run.hparams)},
             "data": {
-                "forget": f"{data}/{forget}.json",
-                "retain": f"{data}/{retain}.json",
+                "forget": self._set_file(run.bench, "forget"),
+                "retain": self._set_file(run.bench, "retain"),
                 "max_length": un["max_length"],
                 **self._data_format(run.bench, run.model),
+                **self.corpus_data(run.bench),
             },
             "train": train,
         }
@@ -482,6 +628,7 @@ class Study:
                 "retain": self.relearn_data(run.bench),
                 "max_length": un["max_length"],
                 **self._data_format(run.bench, run.model),
+                **self.corpus_data(run.bench),
             },
             "train": {
                 "max_steps": int(k),
@@ -521,9 +668,24 @@ class Study:
                 f"--benchmark embedded --people {b['people']} "
                 f"--questions-per-person {b['questions_per_person']} --seed {b['seed']}"
             )
-        args = f"--benchmark tofu --source {b['source']}"
+        if b["kind"] == "corpus-embedded":
+            return (
+                f"--benchmark corpus-embedded --people {b['people']} "
+                f"--forget-fraction {b.get('forget_fraction', 0.1)} --seed {b['seed']}"
+            )
+        args = f"--benchmark {b['kind']} --source {b['source']}"
         if "retain_limit" in b:
             args += f" --forget-split {b['forget_split']} --retain-limit {b['retain_limit']}"
+        for key in (
+            "retain",
+            "subset",
+            "min_chars",
+            "forget_docs",
+            "retain_docs",
+            "forget_verbmem",
+        ):
+            if key in b:
+                args += f" --{key.replace('_', '-')} {b[key]}"
         return args
 
     def _dtype_arg(self, model: str) -> str:
@@ -539,8 +701,12 @@ class Study:
         return src + self._dtype_arg(model)
 
     def published_args(self, bench: str, model: str, kind: str) -> str:
-        """``import-model`` arguments of a published target / retain model."""
-        source = getattr(self.experiment(bench, model), kind)
+        """``import-model`` arguments of a published target / retain model (under the wmdp
+        protocol without a named target: the base model itself)."""
+        exp = self.experiment(bench, model)
+        if kind == "target" and exp.target_is_base:
+            return self.model_args(model)
+        source = getattr(exp, kind)
         if source is None:
             raise KeyError(f"experiment {bench}/{model} has no published {kind} model")
         return f"--hf {source}" + self._dtype_arg(model)
@@ -558,7 +724,37 @@ class Study:
         fmt = self.prompt_format(bench, model)
         return (self._dtype_arg(model) + ("" if fmt is None else f" --prompt-format {fmt}")).strip()
 
+    def eval_command(self, bench: str) -> str:
+        """The CLI command of a benchmark's ``evaluate`` jobs."""
+        return "evaluate" if self.protocol(bench) == "qa" else "evaluate-corpus"
+
+    def _corpus_eval_args(self, bench: str, model: str) -> str:
+        b = self.config["benchmarks"][bench]
+        ev = b.get("evaluate", {})
+        args = [f"--protocol {self.protocol(bench)}"]
+        if b.get("wmdp_source"):
+            args.append(f"--wmdp-source {b['wmdp_source']} --wmdp-subset {b.get('subset', 'bio')}")
+        if b.get("mmlu_source"):
+            args.append(f"--mmlu-source {b['mmlu_source']}")
+        for key in (
+            "limit",
+            "mc_limit",
+            "batch_size",
+            "max_new_tokens",
+            "verbmem_max_new_tokens",
+            "privleak_max_length",
+        ):
+            if ev.get(key) is not None:
+                args.append(f"--{key.replace('_', '-')} {ev[key]}")
+        options = self.model_options(bench, model)
+        return " ".join(args + ([options] if options else []))
+
     def eval_args(self, bench: str, model: str) -> str:
+        """The arguments of the ``evaluate`` job (TOFU metrics, or a corpus's protocol;
+        the latter from ``benchmarks.B.evaluate`` only, so that editing one benchmark's
+        evaluation reruns that benchmark's evaluations only)."""
+        if self.protocol(bench) != "qa":
+            return self._corpus_eval_args(bench, model)
         forget, _ = self.split_files(bench)
         ev = self.config["evaluate"]
         args = [
@@ -597,9 +793,8 @@ class Study:
         return {"suites": suites}
 
     def relearn_slice_args(self, bench: str) -> str:
-        forget, _ = self.split_files(bench)
         return (
-            f"--input {self.data_dir(bench)}/{forget}.json "
+            f"--input {self._set_file(bench, 'forget')} "
             f"--fraction {self.config['relearn']['fraction']}"
         )
 

@@ -300,3 +300,54 @@ def test_paper_scale_tofu_config_plans_its_protocol(tmp_path, monkeypatch):
     assert proc.returncode != 0
     assert "'open-unlearning/tofu_Llama-3.2-1B-Instruct_full' is a hub id" in out, out[-2000:]
     assert "hf download open-unlearning/tofu_Llama-3.2-1B-Instruct_full" in out
+
+
+@pytest.mark.parametrize(
+    "study, jobs",
+    [
+        # 2 corpora x 2 sweep points: import the base once per experiment, no fine-tuning
+        (
+            "wmdp-zephyr-7b",
+            {
+                "prepare_data": 2,
+                "import_published": 2,
+                "unlearn": 4,
+                "convert": 4,
+                "evaluate": 6,
+                "report": 1,
+                "all": 1,
+            },
+        ),
+        # fine-tuned target and retain model on the corpus, 4 sweep points
+        (
+            "study-muse-news-smollm2",
+            {
+                "prepare_data": 1,
+                "import_model": 1,
+                "finetune": 2,
+                "unlearn": 4,
+                "convert": 4,
+                "evaluate": 6,
+                "report": 1,
+                "all": 1,
+            },
+        ),
+    ],
+)
+def test_corpus_study_configs_plan_their_protocol(study, jobs, tmp_path, monkeypatch):
+    """The real-data corpus configs plan exactly their protocol's jobs (a dry run in a fresh
+    dir; their data paths are relative to the repository, so the config is run from there)."""
+    cfg = yaml.safe_load((REPO / "configs" / f"{study}.yaml").read_text())
+    for b in cfg["benchmarks"].values():
+        for key in ("source", "wmdp_source", "mmlu_source"):
+            if key in b and not b[key].startswith("../"):
+                b[key] = str(tmp_path / "data" / key)  # stand-ins for data fetched later
+                (tmp_path / "data" / key).mkdir(parents=True, exist_ok=True)
+            elif key in b:
+                if not (REPO / b[key]).is_dir():
+                    pytest.skip(f"{study}: no data at {b[key]}")
+                b[key] = str(REPO / b[key])
+    cfg["results"] = "results"
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # the hub ids are not checked online
+    assert planned_jobs(run_snakemake(tmp_path, "-n", configfile="study.yaml")) == jobs

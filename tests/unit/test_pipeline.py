@@ -601,3 +601,177 @@ def test_train_overrides_in_order_unlearn_experiment_method(tmp_path):
     ga = s.unlearn_config(s.run_of("emb", "tiny", "ga", "seed=0"))["train"]
     assert ga["warmup_steps"] == 7 and ga["lr"] == 2e-3 and ga["max_steps"] == 3
     assert gd["warmup_steps"] == 7 and gd["lr"] == 5e-4  # the entry's own train wins
+
+
+# ----------------------------------------------------------------------------- text corpora
+
+
+def test_muse_corpus_protocol(tmp_path):
+    muse = tmp_path / "muse_news"
+    muse.mkdir()
+    s = study(
+        tmp_path,
+        benchmarks={
+            "news": {
+                "kind": "muse",
+                "source": str(muse),
+                "retain": "extra_news",
+                "forget_verbmem": 20,
+                "max_length": 256,
+                "evaluate": {"limit": 20, "verbmem_max_new_tokens": 64},
+            }
+        },
+        models={"sm": {"kind": "gguf", "source": "smollm2"}},
+        experiments=[{"benchmark": "news", "model": "sm"}],
+        evaluations={},
+    )
+    assert s.protocol("news") == "muse" and s.eval_command("news") == "evaluate-corpus"
+    assert (
+        s.data_args("news")
+        == f"--benchmark muse --source {muse} --retain extra_news --forget-verbmem 20"
+    )
+    data = s.data_dir("news")
+    ft = s.finetune_config("news", "sm", "target")["data"]
+    assert ft["retain"] == [f"{data}/forget.jsonl", f"{data}/retain.jsonl"]
+    assert ft["format"] == "text" and ft["text_chunking"] == "muse" and ft["max_length"] == 256
+    assert s.finetune_config("news", "sm", "retain")["data"]["retain"] == [f"{data}/retain.jsonl"]
+    run = next(iter(s.runs.values()))
+    un = s.unlearn_config(run)["data"]
+    assert (un["forget"], un["retain"]) == (f"{data}/forget.jsonl", f"{data}/retain.jsonl")
+    assert s.relearn_slice_args("news").startswith(f"--input {data}/forget.jsonl ")
+    assert s.eval_args("news", "sm") == "--protocol muse --limit 20 --verbmem-max-new-tokens 64"
+    assert s.retain_eval_arg("news", "sm", "finetune/target").startswith("--retain-result ")
+    # the built configs pass the library's own validation
+    Path(data).mkdir(parents=True)
+    for name in ("forget.jsonl", "retain.jsonl"):
+        (Path(data) / name).write_text('{"text": "a b c"}\n')
+    for cfg in (s.finetune_config("news", "sm", "target"), s.unlearn_config(run)):
+        assert parse_run_config(cfg).data.format_of("forget") == "text"
+
+
+def test_wmdp_protocol_starts_from_the_base_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # the hub id is not in a cache here
+    corpora, mc = tmp_path / "wmdp-corpora", tmp_path / "wmdp"
+    corpora.mkdir()
+    mc.mkdir()
+    s = study(
+        tmp_path,
+        benchmarks={
+            "bio": {
+                "kind": "wmdp",
+                "source": str(corpora),
+                "subset": "bio",
+                "wmdp_source": str(mc),
+                "evaluate": {"mc_limit": 100},
+            }
+        },
+        models={
+            "zephyr": {"kind": "hf", "source": "HuggingFaceH4/zephyr-7b-beta", "dtype": "bfloat16"}
+        },
+        experiments=[{"benchmark": "bio", "model": "zephyr"}],
+        evaluations={},
+        relearn={"steps": []},
+    )
+    exp = s.experiment("bio", "zephyr")
+    assert exp.protocol == "wmdp" and exp.target_is_base
+    assert s.reference_unit("bio", "zephyr", "target") == "published/target"
+    assert s.reference_unit("bio", "zephyr", "retain") is None  # no retain model
+    assert (
+        s.published_args("bio", "zephyr", "target")
+        == "--hf HuggingFaceH4/zephyr-7b-beta --dtype bfloat16"
+    )
+    assert s.train_summaries() == [f"{run.dir}/summary.json" for run in s.runs.values()]
+    data = s.unlearn_config(next(iter(s.runs.values())))["data"]
+    assert (data["forget_max_length"], data["retain_max_length"], data["text_chunking"]) == (
+        512,
+        512,
+        "document",
+    )
+    assert s.eval_args("bio", "zephyr") == (
+        f"--protocol wmdp --wmdp-source {mc} --wmdp-subset bio --mc-limit 100 --dtype bfloat16"
+    )
+    assert s.retain_eval_arg("bio", "zephyr", "published/target") == "--no-retain-model"
+
+
+def test_embedded_corpus_under_the_wmdp_protocol_fine_tunes_a_target(tmp_path):
+    s = study(
+        tmp_path,
+        benchmarks={"haz": {"kind": "corpus-embedded", "protocol": "wmdp", "people": 20}},
+        experiments=[{"benchmark": "haz", "model": "tiny", "methods": ["ga"]}],
+        evaluations={},
+    )
+    assert (
+        s.reference_unit("haz", "tiny", "target") == "finetune/target"
+    )  # the stand-in for pretraining
+    assert s.reference_unit("haz", "tiny", "retain") is None
+    assert {run.entry for run in s.runs.values()} == {"ga"}  # experiments[0].methods
+    assert (
+        s.data_args("haz")
+        == "--benchmark corpus-embedded --people 20 --forget-fraction 0.1 --seed 0"
+    )
+
+
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        (
+            {"benchmarks": {"emb": {"kind": "embedded", "subset": "bio"}}},
+            r"benchmarks\.emb\.subset applies to kind wmdp only \(kind 'embedded'\)",
+        ),
+        (
+            {"benchmarks": {"emb": {"kind": "corpus-embedded", "source": "x"}}},
+            r"benchmarks\.emb\.source applies to kind tofu / muse / wmdp only",
+        ),
+        (
+            {"benchmarks": {"emb": {"kind": "muse"}}},
+            r"benchmarks\.emb\.source is required for kind muse",
+        ),
+        (
+            {"benchmarks": {"emb": {"kind": "wmdp", "source": "cais/wmdp-corpora"}}},
+            r"benchmarks\.emb\.wmdp_source is required",
+        ),
+        (
+            {
+                "benchmarks": {
+                    "emb": {
+                        "kind": "wmdp",
+                        "source": "cais/wmdp-corpora",
+                        "protocol": "muse",
+                        "wmdp_source": "cais/wmdp",
+                    }
+                }
+            },
+            r"benchmarks\.emb\.protocol = 'muse': a wmdp corpus has no MUSE evaluation sets",
+        ),
+        (
+            {
+                "benchmarks": {"emb": {"kind": "corpus-embedded", "protocol": "wmdp"}},
+                "experiments": [
+                    {"benchmark": "emb", "model": "tiny", "retain": "o/r", "target": "o/t"}
+                ],
+            },
+            r"experiments\[0\]\.retain: benchmark 'emb' follows the wmdp protocol",
+        ),
+        (
+            {"benchmarks": {"emb": {"kind": "corpus-embedded"}}},  # BASE has a tofu_mc suite
+            r"evaluations\.fmc: a tofu_mc suite reads each experiment's TOFU-style benchmark",
+        ),
+        (
+            {"experiments": [{"benchmark": "emb", "model": "tiny", "methods": ["nope"]}]},
+            r"experiments\[0\]\.methods: 'nope' is not a key of methods",
+        ),
+    ],
+    ids=[
+        "subset-on-qa",
+        "source-on-generated",
+        "muse-without-source",
+        "wmdp-without-questions",
+        "wmdp-as-muse",
+        "retain-under-wmdp",
+        "qa-suite-with-corpus",
+        "unknown-method-entry",
+    ],
+)
+def test_corpus_config_errors(tmp_path, changes, match):
+    with pytest.raises(ConfigError, match=match):
+        study(tmp_path, **changes)

@@ -130,6 +130,10 @@ def relearn_slice_args(wildcards):
     return STUDY.relearn_slice_args(wildcards.bench)
 
 
+def eval_command(wildcards):
+    return STUDY.eval_command(wildcards.bench)
+
+
 def eval_params(wildcards):
     return STUDY.eval_args(wildcards.bench, wildcards.model)
 

@@ -1,7 +1,9 @@
-# TOFU-style evaluation of one model (target, retain, or an unlearning run; in the model's dtype
-# and prompt format, on a GPU when the job was granted one): probability,
-# ROUGE-L recall and truth ratio on forget/retain/utility sets, model utility, and forget
-# quality (KS test against the retain model's truth ratios). JSON with per-example values.
+# Evaluation of one model (target, retain, or an unlearning run; in the model's dtype and prompt
+# format, on a GPU when the job was granted one). QA benchmarks: the TOFU metrics (probability,
+# ROUGE-L recall and truth ratio on forget/retain/utility sets, model utility, forget quality by
+# a KS test against the retain model's truth ratios). Text corpora: their protocol (muse: VerbMem,
+# KnowMem, PrivLeak vs the retain model; wmdp: forget / utility multiple choice). JSON with
+# per-example values.
 
 
 rule evaluate:
@@ -19,10 +21,11 @@ rule evaluate:
         "../../envs/blur.yaml"
     threads: 1
     params:
+        command=eval_command,
         args=eval_params,
         retain=retain_eval_arg,
     shell:
-        "python -m blur_core evaluate --model {input.model} --benchmark-dir {input.data} "
+        "python -m blur_core {params.command} --model {input.model} --benchmark-dir {input.data} "
         "{params.args} {params.retain} --out {output} > {log} 2>&1"
 
 
