@@ -12,7 +12,7 @@ Commands:
   evaluate-suites WMDP / MMLU / MUSE-News / memorisation / TOFU suites of one model -> JSON per suite
   slice-data      the first N (or a fraction) of a record file, e.g. a relearning slice of a forget set
   methods         list registered methods and their hyperparameters with defaults
-  convert         consolidate a DeepSpeed ZeRO checkpoint into an HF model dir (safetensors)
+  convert         a run's final weights (ZeRO checkpoint, HF dir, LoRA adapter) -> an HF model dir
 """
 
 from __future__ import annotations
@@ -525,10 +525,20 @@ def cmd_methods(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     from blur_core.convert import convert_checkpoint
 
-    out = convert_checkpoint(
-        args.ckpt_dir, args.out_dir, hf_dir=args.hf_dir, tag=args.tag, dtype=args.dtype
-    )
-    print(f"HF model dir: {out}")
+    try:
+        out = convert_checkpoint(
+            args.ckpt_dir,
+            args.out_dir,
+            hf_dir=args.hf_dir,
+            tag=args.tag,
+            dtype=args.dtype,
+            base_model=args.base_model,
+            adapter_only=args.adapter_only,
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{'adapter' if args.adapter_only else 'HF model'} dir: {out}")
     return 0
 
 
@@ -859,7 +869,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(e.g. RUN/checkpoints/step-000010) into OUT_DIR, loadable with "
         "AutoModelForCausalLM.from_pretrained. config.json, tokenizer and run "
         "config come from CKPT_DIR/hf (written by the DeepSpeed backend) or --hf-dir. "
-        "An HF model dir (the local backend's output) is copied as is.",
+        "An HF model dir (the local backend's output) is copied as is. A LoRA run's "
+        "PEFT adapter dir (or ZeRO checkpoint) is merged into its base model: OUT_DIR is "
+        "a plain HF model dir and OUT_DIR/adapter the adapter (PeftModel.from_pretrained).",
     )
     p.add_argument("ckpt_dir", help="checkpoint dir holding DeepSpeed's 'latest' file and shards")
     p.add_argument("out_dir", help="output HF model dir (replaced if it exists)")
@@ -869,6 +881,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--dtype",
         choices=("float32", "bfloat16"),
         help="cast the weights (the model's dtype; ZeRO checkpoints hold fp32 master weights)",
+    )
+    p.add_argument(
+        "--base-model",
+        help="LoRA: the base model to merge into (default: the adapter's base_model_name_or_path)",
+    )
+    p.add_argument(
+        "--adapter-only",
+        action="store_true",
+        help="LoRA: write only the adapter dir to OUT_DIR, no merged weights (large models; "
+        "from_pretrained(OUT_DIR) then loads the base and applies the adapter)",
     )
     p.set_defaults(func=cmd_convert)
     return parser

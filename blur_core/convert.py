@@ -9,7 +9,16 @@ an index for big models) beside config.json, the tokenizer and the run config, a
 ``dtype`` the floating-point weights are cast (ZeRO keeps fp32 master weights also for bf16
 training; a bf16 model's converted dir is then half the size and loads as bf16).
 
-Memory: consolidation assembles the full fp32 state dict in host RAM (4 bytes/parameter).
+A PEFT adapter dir (the final output of a ``train.peft`` run, either backend) is merged
+into its base model (:func:`blur_core.train.adapters.merge_adapter_dir`): ``OUT_DIR`` is a
+plain HF model dir with the LoRA update folded into the weights, and ``OUT_DIR/adapter``
+keeps the adapter itself (loadable by ``PeftModel.from_pretrained``). ``adapter_only``
+(``--adapter-only``, for large models) writes just the adapter dir to ``OUT_DIR``;
+``AutoModelForCausalLM.from_pretrained(OUT_DIR)`` then loads the base and applies the
+adapter (peft installed), unmerged.
+
+Memory: consolidation assembles the full fp32 state dict in host RAM (4 bytes/parameter);
+merging loads the base model once, in the run's dtype.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ import shutil
 from pathlib import Path
 
 from blur_core.atomic import atomic_dir
-from blur_core.train import zero
+from blur_core.train import adapters, zero
 
 __all__ = ["cast_weights", "convert_checkpoint", "is_hf_model_dir"]
 
@@ -66,17 +75,46 @@ def convert_checkpoint(
     hf_dir: str | Path | None = None,
     tag: str | None = None,
     dtype: str | None = None,
+    base_model: str | None = None,
+    adapter_only: bool = False,
 ) -> Path:
     """``src`` -> HF model dir ``out_dir`` (atomically): a ZeRO checkpoint is consolidated
     (``hf_dir``: where config.json and the tokenizer come from, default ``src/hf``; ``tag``:
-    the DeepSpeed tag, default the one named in ``latest``); an HF model dir is copied.
-    ``dtype``: cast the weights (None: as they are)."""
+    the DeepSpeed tag, default the one named in ``latest``); an HF model dir is copied; a
+    PEFT adapter dir (or a LoRA run's ZeRO checkpoint, consolidated to one first) is merged
+    into ``base_model`` (default: the one its config names), the adapter kept in
+    ``out_dir/adapter``, or with ``adapter_only`` written alone. ``dtype``: cast the
+    weights of the result (None: as they are; never an adapter-only dir)."""
     src, out_dir = Path(src), Path(out_dir)
-    with atomic_dir(out_dir) as tmp:
-        if not zero.is_zero_checkpoint(src) and tag is None and is_hf_model_dir(src):
+    result = _convert(src, out_dir, hf_dir, tag, base_model, adapter_only)
+    if dtype is not None and not adapter_only:
+        cast_weights(result, dtype)
+    return result
+
+
+def _convert(src: Path, out_dir: Path, hf_dir, tag, base_model, adapter_only) -> Path:
+    if adapters.is_adapter_dir(src):
+        if adapter_only:
+            with atomic_dir(out_dir) as tmp:
+                shutil.copytree(src, tmp, dirs_exist_ok=True)
+            return out_dir
+        return adapters.merge_adapter_dir(src, out_dir, base_model=base_model)
+    if not zero.is_zero_checkpoint(src) and tag is None and is_hf_model_dir(src):
+        if adapter_only:
+            raise ValueError(f"--adapter-only: {src} is a full HF model dir, not an adapter")
+        with atomic_dir(out_dir) as tmp:
             shutil.copytree(src, tmp, dirs_exist_ok=True)
-        else:
-            zero.consolidate_checkpoint(src, tmp, hf_dir=hf_dir, tag=tag)
-        if dtype is not None:
-            cast_weights(tmp, dtype)
-    return out_dir
+        return out_dir
+    hf_assets = Path(hf_dir) if hf_dir is not None else src / zero.HF_ASSETS
+    lora = (hf_assets / adapters.ADAPTER_CONFIG).is_file()
+    if adapter_only and not lora:
+        raise ValueError(f"--adapter-only: {src} is not a LoRA run's output or checkpoint")
+    if not lora or adapter_only:  # a LoRA checkpoint consolidates to its adapter dir
+        return zero.consolidate_checkpoint(src, out_dir, hf_dir=hf_dir, tag=tag)
+    staged = zero.consolidate_checkpoint(
+        src, out_dir.with_name(out_dir.name + ".adapter"), hf_dir=hf_dir, tag=tag
+    )
+    try:
+        return adapters.merge_adapter_dir(staged, out_dir, base_model=base_model)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)

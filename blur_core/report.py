@@ -4,7 +4,8 @@ Each ``eval.json`` sits in a model's directory, whose path says what it is:
     <results>/<bench>/<model>/finetune/{target,retain}/eval.json
     <results>/<bench>/<model>/runs/<entry>/<tag>/eval.json
     <results>/<bench>/<model>/runs/<entry>/<tag>/relearn/k<K>/eval.json   (relearning attack)
-Beside it: ``summary.json`` (training wall time), ``run_config.yaml`` (resolved method
+Beside it: ``summary.json`` (training wall time, the adapter and trainable-parameter
+count of a LoRA run), ``run_config.yaml`` (resolved method
 and hyperparameters) and ``suites/<name>.json`` (extra evaluation suites: WMDP, MMLU,
 MUSE-News, ...; their ``metrics`` become columns ``<name>.<metric>``). ``build_rows``
 turns them into one row per model; ``write_report`` writes summary.csv, summary.md (a
@@ -146,8 +147,21 @@ def _row_from_eval(path: Path) -> dict[str, Any]:
     row["_unavailable"] = unavailable
     row["train_wall_s"] = summary.get("wall_time_s")
     row["steps"] = summary.get("steps")
+    row["adapter"] = adapter_label(summary.get("adapter")) if summary else None
+    row["trainable_params"] = summary.get("trainable_parameters")
     row["path"] = str(run_dir)
     return row
+
+
+def adapter_label(adapter: dict | None) -> str:
+    """``lora r=8 a=16`` for a LoRA run's ``summary.json["adapter"]``, ``full`` without one."""
+    if not adapter:
+        return "full"
+    return f"{adapter.get('method', 'lora')} r={adapter.get('rank')} a={_fmt_num(adapter.get('alpha'))}"
+
+
+def _fmt_num(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, (int, float)) else str(v)
 
 
 def build_rows(eval_files: list[str | Path]) -> list[dict[str, Any]]:
@@ -183,7 +197,8 @@ def columns(rows: list[dict]) -> list[str]:
         + [f"{s}_{m}" for s in SETS for m in METRICS]
         + suite_columns(rows)
         + [c for p in PROTOCOL_COLUMNS.values() for c in p.values() if any(c in r for r in rows)]
-        + ["relearn_steps", "train_wall_s", "steps", "origin", "protocol", "path"]
+        + ["relearn_steps", "adapter", "trainable_params", "train_wall_s", "steps", "origin"]
+        + ["protocol", "path"]
     )
 
 
@@ -251,6 +266,8 @@ def write_markdown(rows: list[dict], path: str | Path) -> None:
         "forget_rouge",
         "retain_probability",
         "retain_rouge",
+        "adapter",
+        "trainable_params",
         "train_wall_s",
     ]
     main_rows = [r for r in rows if r["role"] != "relearned"]
@@ -261,7 +278,9 @@ def write_markdown(rows: list[dict], path: str | Path) -> None:
         "",
         "forget_quality: KS p-value vs the retain model (higher = closer to never trained on the "
         "forget set); "
-        "model_utility: harmonic mean of 9 utility numbers (higher = more kept).",
+        "model_utility: harmonic mean of 9 utility numbers (higher = more kept); "
+        "adapter: full-parameter training or the LoRA adapter a run trained "
+        "(trainable_params: the parameters it updated).",
         "",
     ]
     qa_rows = [r for r in main_rows if r.get("protocol", "qa") == "qa"]

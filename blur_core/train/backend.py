@@ -12,6 +12,12 @@ touching the loop:
     backend.apply(d, scale); backend.step(lr); backend.zero()
     backend.save_state(dir) / backend.load_state(dir)     # model + optimizer, for exact resume
     backend.save_model(out_dir, tokenizer, extra_files)    # the final HF model dir (rank 0 writes)
+    backend.base_view()                                    # adapters off (LoRA), else None
+
+With ``train.peft`` (LoRA, :mod:`blur_core.train.adapters`) the model is a PeftModel whose
+only trainable parameters are the adapters: they are all the buffers, the optimizer and
+the checkpoints hold; the reference model is the same module with the adapters disabled;
+``save_model`` writes a PEFT adapter dir instead of a full HF model dir.
 
 ``LocalBackend`` (single process or data parallel over torch.distributed): two flat
 float32 buffers F and R hold the accumulated gradients. For float32 parameters,
@@ -30,6 +36,7 @@ from pathlib import Path
 import torch
 
 from blur_core.models import load_model, save_hf_model
+from blur_core.train import adapters
 from blur_core.train.dist import DistContext
 
 __all__ = ["LocalBackend", "build_backend", "make_optimizer", "select_trainable"]
@@ -65,20 +72,40 @@ def build_backend(
     model itself, or the DeepSpeed engine) and ``backend.load_reference(model_path)`` loads
     a frozen reference model the way this backend needs it.
     """
+    peft_cfg = getattr(tcfg, "peft", None)
     if getattr(tcfg, "backend", "local") == "deepspeed":
         from blur_core.train import zero
 
         ds_config = zero.build_ds_config(tcfg)
-        model = zero.load_policy_model(model_path, tcfg.dtype, ctx, ds_config)
+        model = zero.load_policy_model(
+            model_path, tcfg.dtype, ctx, ds_config, peft=peft_cfg, seed=tcfg.seed
+        )
         model.train()
-        params = select_trainable(model, tcfg.trainable)
+        params = _trainable(model, tcfg)
         return zero.ZeroBackend(
-            model, make_optimizer(params, tcfg), ctx, ds_config, tokenizer, extra_files
+            model,
+            make_optimizer(params, tcfg),
+            ctx,
+            ds_config,
+            tokenizer,
+            extra_files,
+            model_path=model_path,
         )
     model = load_model(model_path, tcfg.dtype, ctx.device)
+    if peft_cfg is not None:
+        model = adapters.add_adapters(model, peft_cfg, tcfg.seed)
     model.train()
-    params = select_trainable(model, tcfg.trainable)
-    return LocalBackend(model, params, make_optimizer(params, tcfg), ctx, dtype=tcfg.dtype)
+    params = _trainable(model, tcfg)
+    return LocalBackend(
+        model, params, make_optimizer(params, tcfg), ctx, dtype=tcfg.dtype, model_path=model_path
+    )
+
+
+def _trainable(model: torch.nn.Module, tcfg) -> list[torch.nn.Parameter]:
+    """The adapters' parameters (PeftModel: peft froze the rest), else ``train.trainable``."""
+    if adapters.is_peft_model(model):
+        return [p for p in model.parameters() if p.requires_grad]
+    return select_trainable(model, tcfg.trainable)
 
 
 def make_optimizer(params: Sequence[torch.nn.Parameter], cfg) -> torch.optim.Optimizer:
@@ -111,9 +138,12 @@ class LocalBackend:
         optimizer: torch.optim.Optimizer,
         ctx: DistContext,
         dtype: str = "float32",
+        model_path: str | None = None,
     ):
         self.model = model
         self.dtype = dtype
+        self.model_path = model_path  # the starting model (an adapter's base)
+        self.peft = adapters.is_peft_model(model)
         self.zero_stage = None
         self.params = list(params)
         if not self.params:
@@ -134,9 +164,20 @@ class LocalBackend:
             offset += n
         self._active: str | None = None
 
-    def load_reference(self, model_path: str) -> torch.nn.Module:
-        """A frozen copy of the starting model, loaded from its path (replicated)."""
+    def base_view(self) -> adapters.BaseView | None:
+        """The starting model as the policy with its adapters disabled (LoRA), else None."""
+        return adapters.BaseView(self.model, self.model) if self.peft else None
+
+    def load_reference(self, model_path: str):
+        """The frozen starting model: with adapters the policy with them disabled (no copy
+        of the weights), else a copy loaded from its path (replicated)."""
+        if self.peft:
+            return self.base_view()
         return load_model(model_path, self.dtype, self.ctx.device).eval().requires_grad_(False)
+
+    def parameter_counts(self) -> tuple[int, int]:
+        """(trainable, total) parameters of the policy."""
+        return adapters.parameter_counts(self.model)
 
     # -- accumulation ------------------------------------------------------------------
     def begin(self, which: str) -> None:
@@ -194,24 +235,42 @@ class LocalBackend:
 
     # -- state -------------------------------------------------------------------------
     def save_state(self, ckpt_dir: Path) -> None:
-        """Model and optimizer state (replicated: rank 0 writes) into ``ckpt_dir``."""
+        """Model and optimizer state (replicated: rank 0 writes) into ``ckpt_dir``; with
+        adapters only the adapter tensors (the frozen base is the starting model's)."""
         if self.ctx.is_main:
+            model_state = (
+                adapters.adapter_state(self.model) if self.peft else self.model.state_dict()
+            )
             torch.save(
-                {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()},
+                {
+                    "model": model_state,
+                    "adapter_only": self.peft,
+                    "optimizer": self.optimizer.state_dict(),
+                },
                 Path(ckpt_dir) / "local_state.pt",
             )
 
     def load_state(self, ckpt_dir: Path) -> None:
-        state = torch.load(
-            Path(ckpt_dir) / "local_state.pt",
-            map_location=self.params[0].device,
-            weights_only=False,
-        )
-        self.model.load_state_dict(state["model"])
+        path = Path(ckpt_dir) / "local_state.pt"
+        state = torch.load(path, map_location=self.params[0].device, weights_only=False)
+        if state.get("adapter_only", False) != self.peft:
+            raise RuntimeError(
+                f"{path} holds {'an adapter' if state.get('adapter_only') else 'a full model'}"
+                f" but this run trains {'adapters' if self.peft else 'the full model'}"
+            )
+        if self.peft:
+            adapters.load_adapter_state(self.model, state["model"], str(path))
+        else:
+            self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
 
     def save_model(self, out_dir: Path, tokenizer, extra_files: dict[str, str]) -> Path | None:
-        """The final HF model dir (rank 0 writes; returns None on other ranks)."""
+        """The final HF model dir, or with adapters the PEFT adapter dir (rank 0 writes;
+        returns None on other ranks)."""
         if not self.ctx.is_main:
             return None
+        if self.peft:
+            return adapters.save_adapter_dir(
+                self.model, out_dir, self.model_path, tokenizer, extra_files
+            )
         return save_hf_model(self.model, tokenizer, out_dir, extra_files)

@@ -15,6 +15,7 @@ Example::
       micro_batch_size: 8
       grad_accum: 1
       lr: 1.0e-3
+      peft: {rank: 8, alpha: 16, target_modules: [q_proj, v_proj]}   # optional: LoRA adapters
 
 Every key is validated (``blur_core.config``): an unknown key, a wrong type or a bad value
 raises ``ConfigError`` naming it; missing data files are reported by path before training.
@@ -23,6 +24,7 @@ raises ``ConfigError`` naming it; missing data files are reported by path before
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,8 +44,16 @@ from blur_core.config import (
 from blur_core.data.qa import PROMPT_FORMATS, QAFormat, prompt_format
 from blur_core.data.text import CHUNKING_MODES
 from blur_core.methods import Objective, build_objective, resolved_hparams
+from blur_core.train.adapters import ALL_LINEAR, is_plain_module_name
 
-__all__ = ["DataConfig", "RunConfig", "TrainConfig", "load_run_config", "parse_run_config"]
+__all__ = [
+    "AdapterConfig",
+    "DataConfig",
+    "RunConfig",
+    "TrainConfig",
+    "load_run_config",
+    "parse_run_config",
+]
 
 
 @dataclass
@@ -134,6 +144,60 @@ class DataConfig:
         return [] if value is None else [value] if isinstance(value, str) else list(value)
 
 
+def _unit_interval(v: float) -> str | None:
+    return None if 0.0 <= v < 1.0 else "must be in [0, 1)"
+
+
+@dataclass
+class AdapterConfig:
+    """LoRA adapters (built with the ``peft`` library); only their parameters are trained.
+
+    The adapted layer computes ``W x + (alpha / rank) * B A x`` with ``A`` [rank, in]
+    (Kaiming-uniform init, seeded by train.seed) and ``B`` [out, rank] (zero init), so the
+    adapted model starts equal to the base model.
+    """
+
+    method: str = checked("lora", check=one_of("lora"), doc="adapter kind (LoRA only)")
+    rank: int = checked(8, check=at_least(1), doc="LoRA rank r")
+    alpha: float = checked(16.0, check=positive, doc="LoRA alpha; the update is scaled alpha/r")
+    dropout: float = checked(
+        0.0,
+        check=_unit_interval,
+        doc="dropout on the adapter input (> 0 breaks the batch-split invariance, as any dropout)",
+    )
+    target_modules: list[str] = checked(
+        default_factory=lambda: [ALL_LINEAR],
+        doc='modules to adapt: names (dotted suffixes, "q_proj"), regexes (full match on the '
+        'module name) or ["all-linear"] (every linear layer but the output head)',
+    )
+    modules_to_save: list[str] = checked(
+        default_factory=list,
+        doc="modules trained in full beside the adapters (a trainable copy; names as in peft)",
+    )
+
+    def validate(self, where: str) -> None:
+        if not self.target_modules:
+            raise ConfigError(f"{where}.target_modules is empty; name at least one module")
+        if ALL_LINEAR in self.target_modules and len(self.target_modules) > 1:
+            raise ConfigError(
+                f"{where}.target_modules = {self.target_modules}: {ALL_LINEAR!r} stands alone"
+            )
+        for i, entry in enumerate(self.target_modules):
+            if entry != ALL_LINEAR and not is_plain_module_name(entry):
+                try:
+                    re.compile(entry)
+                except re.error as exc:
+                    raise ConfigError(
+                        f"{where}.target_modules[{i}] = {entry!r}: not a valid regex ({exc})"
+                    ) from None
+        for i, entry in enumerate(self.modules_to_save):
+            if not is_plain_module_name(entry):
+                raise ConfigError(
+                    f"{where}.modules_to_save[{i}] = {entry!r}: a module name "
+                    f"(letters, digits, '_', '.'), e.g. 'lm_head'"
+                )
+
+
 @dataclass
 class TrainConfig:
     max_steps: int | None = checked(None, check=at_least(1), doc="optimizer steps (or use epochs)")
@@ -159,6 +223,9 @@ class TrainConfig:
     dtype: str = checked("float32", check=one_of("float32", "bfloat16"))
     trainable: list[str] = checked(
         default_factory=list, doc="regexes of trainable parameter names; empty: all"
+    )
+    peft: AdapterConfig | None = checked(
+        None, doc="LoRA adapters: only they train (null: full-parameter training)"
     )
     save_every: int = checked(
         0, check=non_negative, doc="checkpoint every N steps (0: only if resume needs)"
@@ -187,6 +254,12 @@ class TrainConfig:
             )
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ConfigError(f"{where}.betas = {list(self.betas)}: need two values in [0, 1)")
+        if self.peft is not None and self.trainable:
+            raise ConfigError(
+                f"{where}.trainable = {self.trainable} and {where}.peft are both set; with "
+                f"adapters only the adapter parameters train (use peft.target_modules / "
+                f"peft.modules_to_save to choose them)"
+            )
         if self.backend != "deepspeed" and self.deepspeed_config is not None:
             raise ConfigError(
                 f"{where}.deepspeed_config is set but {where}.backend = {self.backend!r}; "

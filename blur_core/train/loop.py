@@ -11,7 +11,11 @@ One optimizer step (K = grad_accum micro-batches, docs/architecture.md section 4
 
 Outputs in ``output_dir``: ``train_log.jsonl`` (one JSON object per step),
 ``run_config.yaml`` (resolved), ``checkpoints/step-N`` (exact resume), ``model/`` (the
-final HF model dir, only written when training finished cleanly) and ``summary.json``.
+final HF model dir, only written when training finished cleanly; with ``train.peft`` a
+PEFT adapter dir, which ``python -m blur_core convert`` merges) and ``summary.json``.
+
+With ``train.peft`` (LoRA) the reference of KL / RMU and NPO's reference log-probs come
+from the policy with its adapters disabled (``backend.base_view()``), the starting model.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import torch
 import yaml
 
 from blur_core.bilevel import DirectionStats, blur_direction, clip_coefficient, weighted_sum
+from blur_core.config import to_dict
 from blur_core.data import (
     QADataset,
     TextChunkDataset,
@@ -176,6 +181,7 @@ def run(cfg: RunConfig, ctx: DistContext | None = None) -> RunResult:
     )
     model = backend.model  # the module itself, or the DeepSpeed engine wrapping it
 
+    base_view = backend.base_view()  # LoRA: the starting model, adapters disabled
     ref_model = backend.load_reference(cfg.model) if objective.needs_reference_model else None
     control = None
     if objective.rmu_layers_used:
@@ -227,7 +233,7 @@ def run(cfg: RunConfig, ctx: DistContext | None = None) -> RunResult:
             for s in range(0, len(forget_ds), mb)
         )
         ref_logprobs = step_losses.reference_sequence_logprobs(
-            model, batches, len(forget_ds), ctx.device
+            base_view or model, batches, len(forget_ds), ctx.device
         )
     loss_ctx = step_losses.LossContext(objective, ref_model, ref_logprobs, control)
 
@@ -326,9 +332,13 @@ def run(cfg: RunConfig, ctx: DistContext | None = None) -> RunResult:
         tokenizer,
         {"run_config.yaml": yaml.safe_dump(cfg.resolved(), sort_keys=False)},
     )
+    trainable, n_params = backend.parameter_counts()
     if ctx.is_main:
         summary = {
             "steps": total,
+            "adapter": None if tcfg.peft is None else to_dict(tcfg.peft),
+            "trainable_parameters": trainable,
+            "parameters": n_params,
             "resumed_from": start_step,
             "world_size": W,
             "backend": backend.name,

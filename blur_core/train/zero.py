@@ -31,6 +31,14 @@ Extra memory per rank over plain DeepSpeed: F and R, i.e. two fp32 gradient shar
 DeepSpeed's gradient clipping is disabled (``gradient_clipping: 0``); the loop clips the
 combined direction by its global norm, computed from the all-reduced sums.
 
+LoRA (``train.peft``): the adapters are added after loading (under ZeRO-3 to the
+partitioned base, whose frozen weights stay partitioned and are gathered layer by layer in
+the forward as before); DeepSpeed's optimizer groups, hence the gradient shards, F, R and
+the optimizer state, hold the adapter parameters only. Checkpoints exclude the frozen
+parameters; the final output is a PEFT adapter dir written from the fp32 master weights
+(``safe_get_full_fp32_param``, collective); the reference is the same engine with the
+adapters disabled.
+
 CPU note: ``deepspeed.init_distributed()`` compiles a shared-memory all-reduce op
 (``deepspeed_shm_comm``, ~60 s on a fresh 2-core machine) that training never uses. We
 initialise torch.distributed ourselves and create DeepSpeed's communication backend with
@@ -55,6 +63,7 @@ import torch.distributed as dist
 
 from blur_core.atomic import atomic_dir
 from blur_core.config import ConfigError
+from blur_core.train import adapters
 from blur_core.train.dist import DistContext
 
 __all__ = [
@@ -220,13 +229,26 @@ def _zero3_load_context(ds_config: dict):
         unset_hf_deepspeed_config()
 
 
-def load_policy_model(path: str, dtype: str, ctx: DistContext, ds_config: dict):
-    """The trained model: under ZeRO-3 loaded straight into partitions (zero.Init)."""
+def load_policy_model(
+    path: str, dtype: str, ctx: DistContext, ds_config: dict, peft=None, seed: int = 0
+):
+    """The trained model: under ZeRO-3 loaded straight into partitions (zero.Init); with
+    ``peft`` (an AdapterConfig) wrapped in LoRA adapters (frozen base)."""
     from blur_core.models import load_model
 
     _init_deepspeed_comm(ctx)
     with _zero3_load_context(ds_config):
-        return load_model(path, dtype, "cpu" if zero_stage(ds_config) == 3 else ctx.device)
+        model = load_model(path, dtype, "cpu" if zero_stage(ds_config) == 3 else ctx.device)
+    if peft is None:
+        return model
+    if zero_stage(ds_config) == 3 and peft.modules_to_save:
+        raise ConfigError(
+            f"train.peft.modules_to_save = {list(peft.modules_to_save)} is not supported under "
+            f"ZeRO-3 (peft copies the partitioned module); use ZeRO-2 or the local backend"
+        )
+    # the adapters are created whole on every rank (same seed, same values);
+    # deepspeed.initialize partitions them under ZeRO-3
+    return adapters.add_adapters(model, peft, seed)
 
 
 def load_reference_model(path: str, dtype: str, ctx: DistContext, ds_config: dict):
@@ -271,11 +293,14 @@ class ZeroBackend:
         ds_config: dict,
         tokenizer=None,
         extra_files: dict[str, str] | None = None,
+        model_path: str | None = None,
     ):
         import deepspeed
 
         _init_deepspeed_comm(ctx)
         self.ctx = ctx
+        self.model_path = model_path  # the starting model (an adapter's base)
+        self.peft = adapters.is_peft_model(model)
         self.ds_config = ds_config
         self.stage = zero_stage(ds_config)
         self.offload = _offload(ds_config)
@@ -291,9 +316,20 @@ class ZeroBackend:
         self._split: list[list[int]] | None = None  # per group: numels of DeepSpeed's shard tensors
         self._dp_group = getattr(self.zero_optimizer, "dp_process_group", None)
 
+    def base_view(self) -> adapters.BaseView | None:
+        """The starting model as the engine with the adapters disabled (LoRA), else None."""
+        return adapters.BaseView(self.engine, self.engine.module) if self.peft else None
+
     def load_reference(self, model_path: str):
-        """The frozen reference model (KL / RMU), see ``load_reference_model``."""
+        """The frozen reference model (KL / RMU): with adapters the engine with them
+        disabled (no second copy of the weights), else ``load_reference_model``."""
+        if self.peft:
+            return self.base_view()
         return load_reference_model(model_path, self._dtype_name(), self.ctx, self.ds_config)
+
+    def parameter_counts(self) -> tuple[int, int]:
+        """(trainable, total) parameters of the policy (partitioned ones counted in full)."""
+        return adapters.parameter_counts(self.engine.module)
 
     def _dtype_name(self) -> str:
         return "bfloat16" if self.ds_config.get("bf16", {}).get("enabled") else "float32"
@@ -444,19 +480,46 @@ class ZeroBackend:
             self.tokenizer.save_pretrained(target)
         for name, text in self.extra_files.items():
             (target / name).write_text(text)
+        if self.peft:  # what a LoRA checkpoint's weights are an adapter of
+            config = self.engine.module.peft_config["default"]
+            config.base_model_name_or_path = adapters.base_path_text(self.model_path or "")
+            config.save_pretrained(str(target))
 
     def save_state(self, ckpt_dir: Path) -> None:
-        """``engine.save_checkpoint`` (collective: every rank writes its shard) + HF assets."""
+        """``engine.save_checkpoint`` (collective: every rank writes its shard) + HF assets.
+        With adapters the frozen base parameters are left out (they are the starting
+        model's); the optimizer shards hold the adapter's state only."""
         ckpt_dir = Path(ckpt_dir)
-        self.engine.save_checkpoint(str(ckpt_dir), tag=CKPT_TAG)
+        self.engine.save_checkpoint(
+            str(ckpt_dir), tag=CKPT_TAG, exclude_frozen_parameters=self.peft
+        )
         self._write_hf_assets(ckpt_dir / HF_ASSETS)
 
     def load_state(self, ckpt_dir: Path) -> None:
         path, _ = self.engine.load_checkpoint(
-            str(ckpt_dir), tag=CKPT_TAG, load_optimizer_states=True, load_lr_scheduler_states=False
+            str(ckpt_dir),
+            tag=CKPT_TAG,
+            load_optimizer_states=True,
+            load_lr_scheduler_states=False,
+            # an adapter checkpoint holds no frozen base weights (the model has them already)
+            load_module_strict=not self.peft,
         )
         if path is None:
             raise RuntimeError(f"DeepSpeed found no checkpoint {CKPT_TAG!r} in {ckpt_dir}")
+
+    def _full_adapter_state(self) -> dict[str, torch.Tensor]:
+        """Every trainable parameter in full from DeepSpeed's fp32 master copy (collective:
+        all ranks call it, in the same order)."""
+        from deepspeed.utils import safe_get_full_fp32_param
+
+        state = {}
+        for name, p in self.engine.module.named_parameters():
+            if p.requires_grad:
+                full = safe_get_full_fp32_param(p)
+                if full is None:
+                    raise RuntimeError(f"DeepSpeed holds no fp32 master copy of {name}")
+                state[name] = full.detach().float().cpu().clone()
+        return state
 
     def save_model(self, out_dir: Path, tokenizer, extra_files: dict[str, str]) -> Path | None:
         """The final HF model dir: a ZeRO checkpoint consolidated to fp32 safetensors.
@@ -464,14 +527,30 @@ class ZeroBackend:
         The same path as ``python -m blur_core convert`` (fp32 master weights, also for bf16
         training). All ranks write their shards; rank 0 converts and removes the shards.
         Needs a filesystem shared by all ranks (as multi-node checkpoints do anyway).
+        With adapters: the PEFT adapter dir, the fp32 masters gathered to rank 0 (no shards
+        written, no base weights gathered).
         """
         out_dir = Path(out_dir)
+        self.tokenizer = tokenizer if tokenizer is not None else self.tokenizer
+        self.extra_files = {**self.extra_files, **(extra_files or {})}
+        if self.peft:  # the adapter dir straight from the gathered fp32 masters
+            state = self._full_adapter_state()
+            result = None
+            if self.ctx.is_main:
+                result = adapters.save_adapter_dir(
+                    self.engine.module,
+                    out_dir,
+                    self.model_path or "",
+                    self.tokenizer,
+                    self.extra_files,
+                    state_dict=state,
+                )
+            self.ctx.barrier()
+            return result
         tmp = out_dir.with_name(out_dir.name + ".zero")
         if self.ctx.is_main and tmp.exists():
             shutil.rmtree(tmp)
         self.ctx.barrier()
-        self.tokenizer = tokenizer if tokenizer is not None else self.tokenizer
-        self.extra_files = {**self.extra_files, **(extra_files or {})}
         self.save_state(tmp)
         self.ctx.barrier()
         result = None
@@ -503,8 +582,14 @@ def consolidate_checkpoint(
     bf16 training); config.json, the tokenizer and the run config are copied from
     ``hf_dir`` (default ``ckpt_dir/hf``, written by :class:`ZeroBackend`). ``tag``: the
     checkpoint tag, default the one named in ``latest`` (else ours).
+
+    A LoRA run's checkpoint (``hf_dir`` holds ``adapter_config.json``) holds the adapter
+    only: ``out_dir`` becomes a PEFT adapter dir of its fp32 master weights.
     """
-    from deepspeed.utils.zero_to_fp32 import convert_zero_checkpoint_to_fp32_state_dict
+    from deepspeed.utils.zero_to_fp32 import (
+        convert_zero_checkpoint_to_fp32_state_dict,
+        get_fp32_state_dict_from_zero_checkpoint,
+    )
 
     ckpt_dir, out_dir = Path(ckpt_dir), Path(out_dir)
     if not ckpt_dir.is_dir():
@@ -521,6 +606,11 @@ def consolidate_checkpoint(
         raise FileNotFoundError(
             f"no config.json in {hf_dir}; pass hf_dir (e.g. the starting model dir)"
         )
+    if (hf_dir / adapters.ADAPTER_CONFIG).is_file():
+        state = get_fp32_state_dict_from_zero_checkpoint(
+            str(ckpt_dir), tag=tag, exclude_frozen_parameters=True
+        )
+        return adapters.adapter_dir_from_state(hf_dir, state, out_dir)
     with atomic_dir(out_dir) as tmp:
         convert_zero_checkpoint_to_fp32_state_dict(
             str(ckpt_dir), str(tmp), tag=tag, safe_serialization=True

@@ -235,6 +235,28 @@ def test_every_built_config_passes_run_config_validation(tmp_path, backend):
     )
 
 
+def test_peft_flows_into_run_configs_and_keeps_tags(tmp_path):
+    """unlearn.train.peft reaches every run's train section (an entry's train.peft: null
+    trains in full); adding it renames no run."""
+
+    def build(**unlearn_train):
+        cfg = copy.deepcopy(BASE)
+        cfg["results"] = str(tmp_path / "results")
+        cfg["unlearn"]["train"].update(unlearn_train)
+        cfg["methods"]["ga"]["train"] = {"peft": None}  # this entry trains in full
+        return Study(with_defaults(cfg))
+
+    plain, lora = build(), build(peft={"rank": 4, "target_modules": ["q_proj"]})
+    assert plain.runs.keys() == lora.runs.keys()  # tags and run dirs do not move
+    for key, run in lora.runs.items():
+        train = lora.unlearn_config(run)["train"]
+        if run.entry == "ga":
+            assert train["peft"] is None
+        else:
+            assert train["peft"] == {"rank": 4, "target_modules": ["q_proj"]}
+            assert plain.unlearn_config(plain.runs[key])["train"].get("peft") is None
+
+
 def test_command_line_args(tmp_path):
     s = study(tmp_path, evaluate={"limit": 4})
     assert (
