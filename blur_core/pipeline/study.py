@@ -148,8 +148,9 @@ class Study:
         self.runs: dict[tuple[str, str, str, str], Run] = self._enumerate_runs()
         self._check_sources()
         self.suites: dict[str, dict] = self._check_suites()
-        self._check_hub_ids()
         self.relearn_steps: list[int] = sorted(set((config.get("relearn") or {}).get("steps", [])))
+        self._check_train_sections()
+        self._check_hub_ids()
 
     # ------------------------------------------------------------------------- checks
     def _check_experiments(self) -> dict[tuple[str, str], Experiment]:
@@ -348,6 +349,32 @@ class Study:
             parse_suite(probe, where)
             suites[name] = spec
         return suites
+
+    def _check_train_sections(self) -> None:
+        """Every training job's ``train`` section through the library's validation (a typo,
+        a bad value, a LoRA target that is not a module name... fail here, not in a job)."""
+        from blur_core.config import parse
+        from blur_core.train.config import TrainConfig
+
+        seen = set()
+        for run in self.runs.values():
+            key = (run.bench, run.model, run.entry)
+            if key in seen:
+                continue
+            seen.add(key)
+            where = f"unlearn.train + experiments[{self.experiment(run.bench, run.model).index}]"
+            train = self.unlearn_config(run)["train"]
+            parse(TrainConfig, train, f"{where}.train + methods.{run.entry}.train")
+        for exp in self.experiments.values():
+            if "finetune" in (exp.reference("target"), exp.reference("retain")):
+                parse(
+                    TrainConfig,
+                    self.finetune_config(exp.bench, exp.model, "target")["train"],
+                    "finetune",
+                )
+        run = next(iter(self.runs.values()), None)
+        if run is not None and self.relearn_steps:
+            parse(TrainConfig, self.relearn_config(run, self.relearn_steps[0])["train"], "relearn")
 
     def _check_hub_ids(self) -> None:
         """Offline (HF_HUB_OFFLINE=1), every hub id a job will load must be in the hub cache:

@@ -797,3 +797,23 @@ def test_embedded_corpus_under_the_wmdp_protocol_fine_tunes_a_target(tmp_path):
 def test_corpus_config_errors(tmp_path, changes, match):
     with pytest.raises(ConfigError, match=match):
         study(tmp_path, **changes)
+
+
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        (
+            {"unlearn": {**BASE["unlearn"], "train": {"max_steps": 3, "lerning_rate": 1e-3}}},
+            r"unknown key unlearn\.train \+ experiments\[0\]\.train \+ methods\.\w+\.train\.lerning_rate",
+        ),
+        (
+            {"methods": {"m": {"method": "ga", "train": {"peft": {"rank": 0}}}}},
+            r"methods\.m\.train\.peft\.rank",
+        ),
+        ({"finetune": {"train": {"schedule_": "x"}}}, r"unknown key finetune\.schedule_"),
+    ],
+    ids=["misspelled-train-key", "bad-lora-rank", "finetune-train-key"],
+)
+def test_train_sections_are_validated_before_any_job(tmp_path, changes, match):
+    with pytest.raises(ConfigError, match=match):
+        study(tmp_path, **changes)
