@@ -738,9 +738,15 @@ class Study:
             raise KeyError(f"experiment {bench}/{model} has no published {kind} model")
         return f"--hf {source}" + self._dtype_arg(model)
 
-    def convert_args(self, model: str) -> str:
-        """``convert`` options: the model's dtype (ZeRO shards hold fp32 master weights)."""
-        return self._dtype_arg(model).strip()
+    def convert_args(self, run: Run) -> str:
+        """``convert`` options of a run: the model's dtype (ZeRO shards hold fp32 master
+        weights), and ``--adapter-only`` for a LoRA run (``train.peft``) with
+        ``unlearn.merge_adapters: false`` (large models: evaluation loads base + adapter)."""
+        args = self._dtype_arg(run.model).strip()
+        lora = self.unlearn_config(run)["train"].get("peft") is not None
+        if lora and not self.config["unlearn"].get("merge_adapters", True):
+            args = f"{args} --adapter-only".strip()
+        return args
 
     def embedded_model_args(self, model: str) -> str:
         m = self.config["models"][model]

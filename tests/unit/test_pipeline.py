@@ -476,7 +476,7 @@ def test_published_target_and_retain_replace_the_fine_tunes(tmp_path):
     assert opts == "--dtype bfloat16 --prompt-format open-unlearning-llama3"
     assert (
         s.eval_args("tofu", "llama").endswith(opts)
-        and s.convert_args("llama") == "--dtype bfloat16"
+        and s.convert_args(run) == "--dtype bfloat16"
     )
     _touch_data(s, "tofu")
     fmt = parse_run_config(json.loads(json.dumps(s.relearn_config(run, 3))), "x").data.qa_format()
@@ -500,7 +500,7 @@ def test_fine_tuned_experiment_needs_no_prompt_format_keys(tmp_path):
     s = study(tmp_path)
     run = next(iter(s.runs.values()))
     assert "prompt_format" not in s.unlearn_config(run)["data"]  # defaults keep params as before
-    assert s.model_options("emb", "tiny") == "" and s.convert_args("tiny") == ""
+    assert s.model_options("emb", "tiny") == "" and s.convert_args(run) == ""
 
 
 @pytest.mark.parametrize("stage", ["finetune", "unlearn", "relearn"])
@@ -817,3 +817,16 @@ def test_corpus_config_errors(tmp_path, changes, match):
 def test_train_sections_are_validated_before_any_job(tmp_path, changes, match):
     with pytest.raises(ConfigError, match=match):
         study(tmp_path, **changes)
+
+
+def test_lora_runs_can_keep_only_the_adapter(tmp_path):
+    methods = {**BASE["methods"], "ga_lora": {"method": "ga", "train": {"peft": {"rank": 4}}}}
+    s = study(tmp_path, methods=methods)
+    lora, full = (
+        s.run_of("emb", "tiny", "ga_lora", "seed=0"),
+        s.run_of("emb", "tiny", "ga", "seed=0"),
+    )
+    assert s.convert_args(lora) == "" and s.convert_args(full) == ""  # merged by default
+    s = study(tmp_path, methods=methods, unlearn={**BASE["unlearn"], "merge_adapters": False})
+    assert s.convert_args(lora) == "--adapter-only"
+    assert s.convert_args(full) == ""  # a full fine-tune has no adapter to keep

@@ -95,7 +95,7 @@ def published_args(wildcards):
 
 
 def convert_args(wildcards):
-    return STUDY.convert_args(wildcards.model)
+    return STUDY.convert_args(run_of(wildcards))
 
 
 def embedded_model_args(wildcards):
