@@ -474,10 +474,7 @@ def test_published_target_and_retain_replace_the_fine_tunes(tmp_path):
     )
     opts = s.model_options("tofu", "llama")
     assert opts == "--dtype bfloat16 --prompt-format open-unlearning-llama3"
-    assert (
-        s.eval_args("tofu", "llama").endswith(opts)
-        and s.convert_args(run) == "--dtype bfloat16"
-    )
+    assert s.eval_args("tofu", "llama").endswith(opts) and s.convert_args(run) == "--dtype bfloat16"
     _touch_data(s, "tofu")
     fmt = parse_run_config(json.loads(json.dumps(s.relearn_config(run, 3))), "x").data.qa_format()
     assert fmt.system_prompt == "You are a helpful assistant." and fmt.use_chat_template
