@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv test test-fast lint format lock demo demo-report clean
+.PHONY: venv test test-fast lint format lock demo demo-report archive clean
 
 LOCK := requirements/lock.txt
 
@@ -54,6 +54,11 @@ demo: venv
 
 demo-report: venv
 	$(VENV)/bin/snakemake --report results/report/report.html
+
+# share a study: make archive [CONFIG=configs/study.yaml] -> dist/blur-study.tar.gz
+CONFIG ?= config.yaml
+archive: venv
+	$(PY) -m blur_core archive --config $(CONFIG) --out dist/blur-study.tar.gz
 
 clean:
 	rm -rf results .snakemake

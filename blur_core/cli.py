@@ -12,6 +12,7 @@ Commands:
   evaluate-suites WMDP / MMLU / MUSE-News / memorisation / TOFU suites of one model -> JSON per suite
   slice-data      the first N (or a fraction) of a record file, e.g. a relearning slice of a forget set
   methods         list registered methods and their hyperparameters with defaults
+  archive         a tarball of the code and a study config that a collaborator reruns
   convert         a run's final weights (ZeRO checkpoint, HF dir, LoRA adapter) -> an HF model dir
 """
 
@@ -314,9 +315,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         load_tofu_eval_sets,
         mark_unavailable,
     )
+    from blur_core.provenance import now, provenance
 
     if args.limit is not None and args.limit < 1:
         raise SystemExit(f"--limit must be >= 1, got {args.limit}")
+    started = now()
     try:
         sets = load_tofu_eval_sets(args.benchmark_dir, args.forget_split)
         reference = json.loads(Path(args.retain_result).read_text()) if args.retain_result else None
@@ -341,6 +344,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise SystemExit(f"error: --retain-result {args.retain_result}: {exc}") from None
     elif args.no_retain_model:
         mark_unavailable(result, "forget_quality", NO_RETAIN_MODEL)
+    result["provenance"] = provenance(
+        "evaluate", config=_options(args), data=[args.benchmark_dir], started=started
+    )
     atomic_write_text(args.out, json.dumps(result, indent=1))  # never a half-written result
     summary = {
         "model_utility": result["model_utility"],
@@ -354,7 +360,9 @@ def cmd_evaluate_corpus(args: argparse.Namespace) -> int:
     from blur_core.atomic import atomic_write_text
     from blur_core.data.corpus import read_corpus_info
     from blur_core.eval.corpus import evaluate_corpus, protocol_suites
+    from blur_core.provenance import now, provenance
 
+    started = now()
     try:
         info = read_corpus_info(args.benchmark_dir)
         reference = json.loads(Path(args.retain_result).read_text()) if args.retain_result else None
@@ -389,6 +397,9 @@ def cmd_evaluate_corpus(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
     result["model"] = str(args.model)
+    result["provenance"] = provenance(
+        "evaluate-corpus", config=_options(args), data=[args.benchmark_dir], started=started
+    )
     atomic_write_text(args.out, json.dumps(result, indent=1))
     print(json.dumps(result["metrics"], indent=1))
     return 0
@@ -451,8 +462,11 @@ def cmd_evaluate_suites(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     model, tokenizer, fmt, device = _load_for_eval(args)
     rows, load_s = [], time.perf_counter() - start
+    from blur_core.provenance import now, provenance
+
     for name, cfg in suites.items():
         print(f"== suite {name} ({cfg.kind}) ...", flush=True)
+        suite_started = now()
         try:
             result = run_suite(
                 name,
@@ -467,6 +481,10 @@ def cmd_evaluate_suites(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise SystemExit(f"error: suite {name}: {exc}") from None
         result["model"] = str(args.model)
+        local = [cfg.source] if cfg.source and Path(cfg.source).is_dir() else []
+        result["provenance"] = provenance(
+            "evaluate-suites", config=result["settings"], data=local, started=suite_started
+        )
         out = write_result(result, Path(args.out_dir) / f"{name}.json")
         print(f"   {result['wall_s']:.1f} s -> {out}", flush=True)
         rows += [(name, key, value, result["wall_s"]) for key, value in result["metrics"].items()]
@@ -522,6 +540,14 @@ def cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_archive(args: argparse.Namespace) -> int:
+    from blur_core.archive import make_archive
+
+    out = make_archive(args.out, args.config)
+    print(f"study archive: {out}")
+    return 0
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     from blur_core.convert import convert_checkpoint
 
@@ -543,6 +569,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 _DEFAULT_PROMPT = "Question: {question}\nAnswer:"
+
+
+def _options(args: argparse.Namespace) -> dict:
+    """The command's options as a plain dict (what provenance hashes as its config)."""
+    return {k: v for k, v in vars(args).items() if k != "func"}
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
@@ -858,6 +889,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="dtype of the saved weights (the model's training dtype)",
     )
     p.set_defaults(func=cmd_import_model)
+
+    p = sub.add_parser(
+        "archive",
+        help="a tarball of this checkout's tracked files, a study config and a manifest",
+        description="Share a study (blur_core/archive.py): the receiver unpacks it, runs "
+        "`make venv` and `snakemake --configfile CONFIG`.",
+    )
+    p.add_argument("--out", required=True, help="the .tar.gz to write")
+    p.add_argument("--config", help="the study config (default: config.yaml)")
+    p.set_defaults(func=cmd_archive)
 
     p = sub.add_parser("methods", help="list methods and their hyperparameters")
     p.set_defaults(func=cmd_methods)

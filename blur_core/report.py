@@ -145,6 +145,15 @@ def _row_from_eval(path: Path) -> dict[str, Any]:
             unavailable[f"{suite_file.stem}.{key}"] = reason
         row.setdefault("_suite_kinds", {})[suite_file.stem] = suite.get("kind", "")
     row["_unavailable"] = unavailable
+    prov = result.get("provenance") or {}
+    train_prov = summary.get("provenance") or {}
+    row["eval_code"] = prov.get("code")
+    row["train_code"] = train_prov.get("code")
+    row["_packages"] = {
+        **{f"train {k}": v for k, v in (train_prov.get("packages") or {}).items()},
+        **{f"eval {k}": v for k, v in (prov.get("packages") or {}).items()},
+    }
+    row["_git"] = (prov.get("git") or {}).get("commit")
     row["train_wall_s"] = summary.get("wall_time_s")
     row["steps"] = summary.get("steps")
     row["adapter"] = adapter_label(summary.get("adapter")) if summary else None
@@ -198,7 +207,7 @@ def columns(rows: list[dict]) -> list[str]:
         + suite_columns(rows)
         + [c for p in PROTOCOL_COLUMNS.values() for c in p.values() if any(c in r for r in rows)]
         + ["relearn_steps", "adapter", "trainable_params", "train_wall_s", "steps", "origin"]
-        + ["protocol", "path"]
+        + ["protocol", "train_code", "eval_code", "path"]
     )
 
 
@@ -254,6 +263,48 @@ SUITE_NOTES = {
     "predicted exactly; extraction strength = 1 - (shortest prefix after which every "
     "token is predicted) / length",
 }
+
+
+def provenance_lines(rows: list[dict]) -> list[str]:
+    """The report's provenance section: the code fingerprints and package versions behind the
+    rows, with a warning when one table mixes results of different code or packages."""
+    lines = ["", "## Provenance", ""]
+    for key, what in (("train_code", "training code"), ("eval_code", "evaluation code")):
+        values: dict[Any, list[str]] = {}
+        for r in rows:
+            if r.get(key) is not None:
+                values.setdefault(r[key], []).append(_label(r))
+        if len(values) > 1:
+            parts = "; ".join(f"{v}: {', '.join(labels)}" for v, labels in sorted(values.items()))
+            lines.append(
+                f"**Warning: results of different {what} in one table** ({parts}). "
+                "Rerun the stale ones (code_rerun: true does) before comparing them."
+            )
+        elif values:
+            lines.append(f"{what}: fingerprint {next(iter(values))} (every row)")
+    packages: dict[str, set] = {}
+    for r in rows:
+        for name, version in r.get("_packages", {}).items():
+            packages.setdefault(name, set()).add(version)
+    mixed = {k: sorted(map(str, v)) for k, v in packages.items() if len(v) > 1}
+    if mixed:
+        lines.append(
+            "**Warning: different package versions in one table**: "
+            + "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(mixed.items()))
+        )
+    elif packages:
+        lines.append(
+            "packages: "
+            + ", ".join(
+                f"{k.split(' ', 1)[1]} {next(iter(v))}"
+                for k, v in sorted(packages.items())
+                if k.startswith("eval ")
+            )
+        )
+    commits = {r.get("_git") for r in rows if r.get("_git")}
+    if commits:
+        lines.append(f"git commit(s): {', '.join(sorted(c[:12] for c in commits))}")
+    return lines
 
 
 def write_markdown(rows: list[dict], path: str | Path) -> None:
@@ -354,6 +405,7 @@ def write_markdown(rows: list[dict], path: str | Path) -> None:
             [*ident, "relearn_steps", *(c for k in relearn_keys for c in (f"before_{k}", k))],
             {k: f"after_{k}" for k in relearn_keys},
         )
+    lines += provenance_lines(rows)
     Path(path).write_text("\n".join(lines) + "\n")
 
 

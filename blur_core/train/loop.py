@@ -47,6 +47,7 @@ from blur_core.data import (
 from blur_core.data.corpus import load_texts
 from blur_core.methods import Objective
 from blur_core.models import load_tokenizer
+from blur_core.provenance import now, provenance
 from blur_core.train import step as step_losses
 from blur_core.train.backend import build_backend
 from blur_core.train.checkpoint import (
@@ -152,6 +153,7 @@ class _Progress:
 def run(cfg: RunConfig, ctx: DistContext | None = None) -> RunResult:
     """Train ``cfg`` to completion (resuming if a checkpoint exists); return where things are."""
     ctx = ctx or init_distributed()
+    started = now()
     tcfg = cfg.train
     objective = cfg.objective()
     out = Path(cfg.output_dir)
@@ -348,6 +350,13 @@ def run(cfg: RunConfig, ctx: DistContext | None = None) -> RunResult:
             "tokens_per_s": tokens * W / wall if wall > 0 else None,
             "peak_memory_mb": _peak_memory_mb(ctx.device),
             "final": last,
+            "provenance": provenance(
+                "unlearn",
+                config=cfg.resolved(),
+                data=[*cfg.data.files("forget"), *cfg.data.files("retain")],
+                world_size=W,
+                started=started,
+            ),
         }
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     ctx.barrier()

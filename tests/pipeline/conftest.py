@@ -88,19 +88,26 @@ def snakemake_bin() -> str:
 
 
 def run_snakemake(
-    workdir: Path, *args: str, timeout: int = 900, configfile: str = "config.yaml"
+    workdir: Path,
+    *args: str,
+    timeout: int = 900,
+    configfile: str = "config.yaml",
+    repo: Path = REPO,
 ) -> subprocess.CompletedProcess:
-    """snakemake on the repo's Snakefile, ``workdir/configfile`` and results in ``workdir``; never hangs."""
+    """snakemake on ``repo``'s Snakefile (and its blur_core: a copy of the repository runs its
+    own code), ``workdir/configfile`` and results in ``workdir``; never hangs."""
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
         "TOKENIZERS_PARALLELISM": "false",
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
+    if repo != REPO:
+        env["PYTHONPATH"] = f"{repo}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
     cmd = [
         snakemake_bin(),
         "--snakefile",
-        str(REPO / "Snakefile"),
+        str(repo / "Snakefile"),
         "--directory",
         str(workdir),
         "--configfile",

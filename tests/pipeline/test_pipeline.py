@@ -6,7 +6,10 @@ from __future__ import annotations
 import copy
 import csv
 import itertools
+import json
+import shutil
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -351,3 +354,128 @@ def test_corpus_study_configs_plan_their_protocol(study, jobs, tmp_path, monkeyp
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # the hub ids are not checked online
     assert planned_jobs(run_snakemake(tmp_path, "-n", configfile="study.yaml")) == jobs
+
+
+@pytest.fixture()
+def repo_copy(tmp_path) -> Path:
+    """A copy of the code the workflow runs (Snakefile, workflow/, blur_core/) to edit."""
+    dst = tmp_path / "repo"
+    dst.mkdir()
+    shutil.copy2(REPO / "Snakefile", dst / "Snakefile")
+    for name in ("workflow", "blur_core"):
+        shutil.copytree(REPO / name, dst / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return dst
+
+
+def _append(path: Path, text: str) -> None:
+    path.write_text(path.read_text() + text)
+
+
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        # evaluation code: every evaluation (the relearned models' weights are temp), the suites
+        # (evaluate-suites imports the TOFU module too) and the report; no training job
+        (
+            "eval/tofu.py",
+            {
+                "evaluate": N_EVALS,
+                "evaluate_suites": N_UNITS,
+                "relearn": N_RUNS,
+                "report": 1,
+                "all": 1,
+            },
+        ),
+        # a loss: every training job (fine-tunes included: sft's NLL) and all downstream
+        (
+            "losses.py",
+            {
+                "finetune": 2,
+                "unlearn": N_RUNS,
+                "convert": N_RUNS,
+                "evaluate": N_EVALS,
+                "evaluate_suites": N_UNITS,
+                "relearn": N_RUNS,
+                "report": 1,
+                "all": 1,
+            },
+        ),
+        # the report's own code: the report only
+        ("report.py", {"report": 1, "all": 1}),
+    ],
+    ids=["eval-tofu", "losses", "report"],
+)
+def test_a_code_edit_reruns_the_jobs_that_run_it(pipeline_copy, repo_copy, edit, expected):
+    _append(repo_copy / "blur_core" / edit, "\n_CODE_EDIT_FOR_THE_TEST = 1\n")
+    jobs = planned_jobs(run_snakemake(pipeline_copy, "-n", repo=repo_copy))
+    assert jobs == expected, jobs
+
+
+def test_comments_docs_and_a_switched_off_fingerprint_rerun_nothing(pipeline_copy, repo_copy):
+    assert planned_jobs(run_snakemake(pipeline_copy, "-n", repo=repo_copy)) == {}  # the same code
+    _append(repo_copy / "blur_core/losses.py", "\n# a comment line only\n\n")
+    (repo_copy / "README.md").write_text("an edited README\n")
+    assert planned_jobs(run_snakemake(pipeline_copy, "-n", repo=repo_copy)) == {}
+    _append(repo_copy / "blur_core/losses.py", "\n_CODE_EDIT_FOR_THE_TEST = 1\n")
+    assert planned_jobs(run_snakemake(pipeline_copy, "-n", repo=repo_copy))["unlearn"] == N_RUNS
+    # code_rerun: false freezes the recorded fingerprints: edits rerun nothing, and switching it
+    # off reruns nothing either; back on, the edits count
+    (repo_copy / "blur_core/losses.py").write_text((REPO / "blur_core/losses.py").read_text())
+    assert planned_jobs(run_snakemake(pipeline_copy, "-n", repo=repo_copy)) == {}
+    _edit(pipeline_copy, lambda c: c.update(code_rerun=False))
+    _append(repo_copy / "blur_core/eval/tofu.py", "\n_ANOTHER_EDIT = 2\n")
+    assert planned_jobs(run_snakemake(pipeline_copy, "-n", repo=repo_copy)) == {}
+    _edit(pipeline_copy, lambda c: c.update(code_rerun=True))
+    assert "evaluate" in planned_jobs(run_snakemake(pipeline_copy, "-n", repo=repo_copy))
+
+
+def test_every_output_json_carries_provenance(pipeline_dir):
+    res = pipeline_dir / "results"
+    files = [
+        *res.rglob("summary.json"),  # training runs (fine-tunes, unlearning, relearning)
+        *res.rglob("eval.json"),
+        *(p for p in res.rglob("suites/*.json")),
+    ]
+    assert len(files) > 20
+    for path in files:
+        prov = json.loads(path.read_text()).get("provenance")
+        assert prov, f"{path} has no provenance"
+        for key in (
+            "blur_pipeline",
+            "git",
+            "code",
+            "python",
+            "packages",
+            "devices",
+            "world_size",
+            "config_hash",
+            "data",
+            "started",
+            "finished",
+        ):
+            assert key in prov, (path, key)
+        assert len(prov["code"]) == 16 and prov["packages"]["torch"], path
+        assert prov["data"] or "suites" in path.parts, f"{path}: no data hashes"
+    md = (res / "report/summary.md").read_text()
+    assert "## Provenance" in md and "evaluation code: fingerprint" in md and "Warning" not in md
+
+
+def test_a_study_archive_unpacks_and_plans_the_same_study(tmp_path):
+    import tarfile
+
+    from blur_core.archive import make_archive
+
+    out = make_archive(tmp_path / "study.tar.gz", REPO / "configs/demo-all-tasks.yaml")
+    with tarfile.open(out) as tar:
+        tar.extractall(tmp_path / "unpacked", filter="data")
+    root = tmp_path / "unpacked" / "blur-study"
+    manifest = json.loads((root / "MANIFEST.json").read_text())
+    assert manifest["config"] == "configs/demo-all-tasks.yaml" and "unlearn" in manifest["code"]
+    assert (root / "Snakefile").is_file() and (root / "blur_core/pipeline/study.py").is_file()
+    assert not list(root.rglob("*.safetensors")) and not (root / "results").exists()
+    # the receiver's dry run from the unpacked code plans the whole study
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(root / manifest["config"], work / "study.yaml")
+    jobs = planned_jobs(run_snakemake(work, "-n", configfile="study.yaml", repo=root))
+    assert jobs["unlearn"] == 6 and jobs["report"] == 1, jobs

@@ -192,3 +192,52 @@ def test_report_without_a_retain_model_says_n_a_and_why(tmp_path):
         csv_rows = list(csv.DictReader(fh))
     assert [r["forget_quality"] for r in csv_rows] == ["", ""]  # empty, not a number
     assert (tmp_path / "report" / "tradeoff.png").stat().st_size > 10_000
+
+
+def test_report_flags_results_of_different_code(tmp_path):
+    base = tmp_path / "results" / "emb" / "tiny"
+    files = []
+    for unit, code, torch_version in (
+        (base / "finetune" / "target", "aaaa", "2.13.0"),
+        (base / "finetune" / "retain", "aaaa", "2.13.0"),
+        (base / "runs" / "ga" / "seed=0", "bbbb", "2.14.1"),
+    ):
+        path = _write_unit(unit, 0.5, 0.5, cfg={"method": {"name": "ga"}, "train": {"seed": 0}})
+        result = json.loads(path.read_text())
+        result["provenance"] = {"code": code, "packages": {"torch": torch_version}}
+        path.write_text(json.dumps(result))
+        files.append(path)
+    rows = write_report(files, tmp_path / "report")
+    assert [r["eval_code"] for r in rows] == ["aaaa", "aaaa", "bbbb"]
+    md = (tmp_path / "report" / "summary.md").read_text()
+    assert (
+        "**Warning: results of different evaluation code in one table** "
+        "(aaaa: target model, retain model; bbbb: ga s0)" in md
+    )
+    assert "**Warning: different package versions in one table**: eval torch: 2.13.0, 2.14.1" in md
+
+
+def test_provenance_names_code_packages_data_and_time(tmp_path):
+    from blur_core.provenance import file_sha256, provenance
+
+    data = tmp_path / "d.json"
+    data.write_text('[{"question": "q", "answer": "a"}]')
+    p = provenance("evaluate", config={"b": 1, "a": 2}, data=[data], started="2026-01-01T00:00:00Z")
+    for key in (
+        "blur_pipeline",
+        "git",
+        "code",
+        "python",
+        "packages",
+        "devices",
+        "world_size",
+        "config_hash",
+        "data",
+        "started",
+        "finished",
+    ):
+        assert key in p, key
+    assert p["code"] and len(p["code"]) == 16 and p["packages"]["torch"]
+    assert p["data"] == {str(data): file_sha256(data)} and len(file_sha256(data)) == 64
+    assert p["config_hash"] == provenance("evaluate", config={"a": 2, "b": 1})["config_hash"]
+    assert p["git"] is None or set(p["git"]) == {"commit", "dirty"}

@@ -130,6 +130,14 @@ def relearn_slice_args(wildcards):
     return STUDY.relearn_slice_args(wildcards.bench)
 
 
+# the code fingerprint of each command a rule runs (params: an edit to that code reruns it)
+CODE = STUDY.code_fingerprints()
+
+
+def eval_code(wildcards):
+    return CODE[STUDY.eval_command(wildcards.bench)]
+
+
 def eval_command(wildcards):
     return STUDY.eval_command(wildcards.bench)
 

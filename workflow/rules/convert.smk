@@ -12,6 +12,7 @@ rule convert:
     conda:
         "../../envs/blur.yaml"
     params:
+        code=CODE["convert"],
         args=convert_args,
     shell:
         "python -m blur_core convert {input} {output} {params.args} > {log} 2>&1"

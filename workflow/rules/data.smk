@@ -10,6 +10,7 @@ rule prepare_data:
     conda:
         "../../envs/blur.yaml"
     params:
+        code=CODE["prepare-data"],
         args=data_args,
     shell:
         "python -m blur_core prepare-data {params.args} --out {output} > {log} 2>&1"

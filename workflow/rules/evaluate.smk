@@ -21,6 +21,7 @@ rule evaluate:
         "../../envs/blur.yaml"
     threads: 1
     params:
+        code=eval_code,
         command=eval_command,
         args=eval_params,
         retain=retain_eval_arg,
@@ -50,6 +51,7 @@ if SUITES:
             "../../envs/blur.yaml"
         threads: 1
         params:
+            code=CODE["evaluate-suites"],
             suites=suites_json,
             retain=retain_suites_arg,
             out_dir=suites_out_dir,

@@ -16,6 +16,7 @@ rule prepare_embedded_model:
     conda:
         "../../envs/blur.yaml"
     params:
+        code=CODE["prepare-model"],
         args=embedded_model_args,
     shell:
         "python -m blur_core prepare-model --embedded-bench {input.data} {params.args} --out {output} > {log} 2>&1"
@@ -29,6 +30,7 @@ rule import_model:
     conda:
         "../../envs/blur.yaml"
     params:
+        code=CODE["import-model"],
         args=model_args,
     shell:
         "python -m blur_core import-model {params.args} --out {output} > {log} 2>&1"
@@ -42,6 +44,7 @@ rule import_published:
     conda:
         "../../envs/blur.yaml"
     params:
+        code=CODE["import-model"],
         args=published_args,
     shell:
         "python -m blur_core import-model {params.args} --out {output} > {log} 2>&1"
@@ -67,6 +70,7 @@ rule finetune:
         gres=GPU_RESOURCES["finetune"]["gres"],
         nodes=GPU_RESOURCES["finetune"].get("nodes", 1),
     params:
+        code=CODE["unlearn"],
         cfg=finetune_config,
         launch=finetune_launcher,
     shell:

@@ -14,6 +14,7 @@ rule relearn_data:
     conda:
         "../../envs/blur.yaml"
     params:
+        code=CODE["slice-data"],
         args=relearn_slice_args,
     shell:
         "python -m blur_core slice-data {params.args} --out {output} > {log} 2>&1"
@@ -40,6 +41,7 @@ rule relearn:
         gres=GPU_RESOURCES["relearn"]["gres"],
         nodes=GPU_RESOURCES["relearn"].get("nodes", 1),
     params:
+        code=CODE["unlearn"],
         cfg=relearn_config,
         launch=relearn_launcher,
     shell:

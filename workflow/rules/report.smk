@@ -26,6 +26,7 @@ rule report:
     conda:
         "../../envs/blur.yaml"
     params:
+        code=CODE["report"],
         out_dir=report_out_dir,
     shell:
         "python -m blur_core report --out-dir {params.out_dir} "

@@ -30,6 +30,7 @@ rule unlearn:
         gres=GPU_RESOURCES["unlearn"]["gres"],
         nodes=GPU_RESOURCES["unlearn"].get("nodes", 1),
     params:
+        code=CODE["unlearn"],
         cfg=unlearn_config,
         launch=unlearn_launcher,
     shell:
