@@ -52,8 +52,6 @@ def make_archive(out: str | Path, config: str | Path | None = None, repo: Path =
     """Write the study tarball ``out`` (``.tar.gz``): the tracked files under a top folder
     ``blur-study/``, ``config`` (copied to ``blur-study/<its path>`` if it is not tracked) and
     ``MANIFEST.json``. Returns ``out``."""
-    from blur_core.pipeline.study import Study
-
     repo, out = Path(repo), Path(out)
     files = _tracked_files(repo)
     extra = []
@@ -67,13 +65,13 @@ def make_archive(out: str | Path, config: str | Path | None = None, repo: Path =
         config_rel = str(rel)
     else:
         config_rel = "config.yaml"
-    from blur_core.pipeline.fingerprint import code_fingerprint
+    from blur_core.fingerprint import COMMANDS, code_fingerprint
 
     manifest = {
         "created": now(),
         "git": git_state(),
         "config": config_rel,
-        "code": {cmd: code_fingerprint(cmd) for cmd in Study.COMMANDS},
+        "code": {cmd: code_fingerprint(cmd) for cmd in COMMANDS},
         "files": {f: file_sha256(repo / f) for f in files},
         "rerun": (
             f"tar xzf {out.name} && cd blur-study && make venv && "

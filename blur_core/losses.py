@@ -43,6 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from blur_core.data.collate import IGNORE_INDEX  # the label of unscored positions
+
 __all__ = [
     "IGNORE_INDEX",
     "ga_loss",
@@ -57,9 +59,6 @@ __all__ = [
     "simnpo_loss",
     "token_logprobs",
 ]
-
-IGNORE_INDEX = -100
-"""Label value of positions that are not scored (Hugging Face convention)."""
 
 
 # ---------------------------------------------------------------------------

@@ -129,7 +129,7 @@ def provenance(
     module docstring): ``config`` is hashed (its canonical JSON), ``data`` files (or dirs)
     are hashed by content, ``started`` is when the work began (:func:`now`)."""
     from blur_core import __version__
-    from blur_core.pipeline.fingerprint import code_fingerprint
+    from blur_core.fingerprint import code_fingerprint
 
     try:
         code = code_fingerprint(command)

@@ -6,7 +6,9 @@ from collections.abc import Sequence
 
 import torch
 
-from blur_core.losses import IGNORE_INDEX  # the label of unscored positions, defined once there
+IGNORE_INDEX = -100
+"""Label value of positions that are not scored (Hugging Face convention); the one definition,
+imported by the losses and the evaluation code."""
 
 
 def pad_collate(items: Sequence[dict], pad_token_id: int) -> dict[str, torch.Tensor]:

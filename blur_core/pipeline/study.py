@@ -43,8 +43,8 @@ from blur_core.config import ConfigError
 from blur_core.data.corpus import training_defaults
 from blur_core.data.tofu import TOFU_ALL_FILES, TOFU_SPLITS
 from blur_core.eval.suites import parse_suite
+from blur_core.fingerprint import COMMANDS, code_fingerprint
 from blur_core.methods import build_objective
-from blur_core.pipeline.fingerprint import code_fingerprint
 from blur_core.pipeline.launch import launch_prefix, ranks_per_node
 from blur_core.pipeline.tags import run_tag
 
@@ -759,22 +759,9 @@ class Study:
         fmt = self.prompt_format(bench, model)
         return (self._dtype_arg(model) + ("" if fmt is None else f" --prompt-format {fmt}")).strip()
 
-    COMMANDS = (
-        "prepare-data",
-        "prepare-model",
-        "import-model",
-        "unlearn",
-        "convert",
-        "evaluate",
-        "evaluate-corpus",
-        "evaluate-suites",
-        "slice-data",
-        "report",
-    )
-
     def code_fingerprints(self) -> dict[str, str]:
         """command -> the params value that reruns its jobs when its code changes
-        (:mod:`blur_core.pipeline.fingerprint`). Recorded in ``R/.code_fingerprints.json``;
+        (:mod:`blur_core.fingerprint`). Recorded in ``R/.code_fingerprints.json``;
         with ``code_rerun: false`` the recorded values are used (frozen: code edits rerun
         nothing, and switching it off reruns nothing either)."""
         record = Path(self.results) / ".code_fingerprints.json"
@@ -783,8 +770,8 @@ class Study:
                 frozen = json.loads(record.read_text())
             except (OSError, ValueError):
                 frozen = {}
-            return {cmd: frozen.get(cmd) or code_fingerprint(cmd) for cmd in self.COMMANDS}
-        current = {cmd: code_fingerprint(cmd) for cmd in self.COMMANDS}
+            return {cmd: frozen.get(cmd) or code_fingerprint(cmd) for cmd in COMMANDS}
+        current = {cmd: code_fingerprint(cmd) for cmd in COMMANDS}
         try:
             if not record.is_file() or json.loads(record.read_text()) != current:
                 atomic_write_text(record, json.dumps(current, indent=1, sort_keys=True) + "\n")

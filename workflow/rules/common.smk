@@ -130,7 +130,7 @@ def relearn_slice_args(wildcards):
     return STUDY.relearn_slice_args(wildcards.bench)
 
 
-# the code fingerprint of each command a rule runs (params: an edit to that code reruns it)
+# the code fingerprint of each command (in params, so that an edit to that code reruns its jobs)
 CODE = STUDY.code_fingerprints()
 
 

@@ -23,9 +23,22 @@ import hashlib
 import re
 from pathlib import Path
 
-__all__ = ["PACKAGE", "code_fingerprint", "command_modules", "import_graph"]
+__all__ = ["COMMANDS", "PACKAGE", "code_fingerprint", "command_modules", "import_graph"]
 
-PACKAGE = Path(__file__).resolve().parents[1]  # blur_core/
+PACKAGE = Path(__file__).resolve().parent  # blur_core/
+# the commands the pipeline's rules run (each rule's params hold its command's fingerprint)
+COMMANDS = (
+    "prepare-data",
+    "prepare-model",
+    "import-model",
+    "unlearn",
+    "convert",
+    "evaluate",
+    "evaluate-corpus",
+    "evaluate-suites",
+    "slice-data",
+    "report",
+)
 
 _FROM = re.compile(r"^[ \t]*from[ \t]+(\.*[\w.]*)[ \t]+import[ \t]+(\([^)]*\)|[^\n]*)", re.M)
 _IMPORT = re.compile(r"^[ \t]*import[ \t]+([^\n]*)", re.M)
