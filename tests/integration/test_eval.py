@@ -211,7 +211,14 @@ def test_cli_evaluate_writes_json_with_forget_quality(embedded, target_model, tm
     )
     result = json.loads(out.read_text())
     assert 0.0 <= result["forget_quality"] <= 1.0 and result["forget_quality"] < 1.0
-    assert set(result) == {"per_example", "aggregates", "model_utility", "forget_quality"}
+    assert set(result) == {
+        "per_example",
+        "aggregates",
+        "model_utility",
+        "forget_quality",
+        "provenance",
+    }
+    assert result["provenance"]["command"] == "evaluate"
     assert '"model_utility"' in capsys.readouterr().out
     # a missing field is reported with file, record and field, without a traceback
     (bench / "world_facts_perturbed.json").write_text(
