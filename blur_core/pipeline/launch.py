@@ -40,12 +40,9 @@ def launch_prefix(ranks: int, nodes: int = 1) -> str:
     if ranks < 1 or nodes < 1:
         raise ValueError(f"need at least one rank and one node, got ranks={ranks}, nodes={nodes}")
     if nodes > 1:
-        return (
-            'srun --overlap --nodes "$SLURM_NNODES" --ntasks-per-node 1 '
-            f'torchrun --nnodes "$SLURM_NNODES" --nproc_per_node {ranks} '
-            '--rdzv_id "$SLURM_JOB_ID" --rdzv_backend c10d '
-            '--rdzv_endpoint "$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1):29500" -m'
-        )
+        # one srun over the job's nodes, from inside the executor's one-node job step
+        # (blur_core.slurm clears that step's variables first), then one torchrun per node
+        return f"python -m blur_core.slurm launch --nodes {nodes} --nproc-per-node {ranks} -m"
     if ranks == 1:
         return "python -m"
     return f"torchrun --standalone --nproc_per_node {ranks} -m"

@@ -1,12 +1,18 @@
-"""A real single-node SLURM (munged + slurmctld + slurmd) for the tests, run as root.
+"""A real two-node SLURM (munged + slurmctld + one slurmd per node) on this one machine,
+for the tests, run as root.
 
-Debian's slurm-wlm (22.05) without systemd or cgroups (docs/architecture.md section 7): ProctrackType
-linuxproc, TaskPlugin none, no slurmdbd (so snakemake must use `squeue` for job status),
-two fake GPUs declared as gres backed by char devices. The daemons run in the foreground
-as our children and are stopped by PID. Everything it writes lives in one state dir,
-except /etc/slurm/slurm.conf and gres.conf: the slurm-jobstep executor strips SLURM_CONF,
-so the config must be at the default path. An existing config that we did not write is
-never overwritten (the caller skips instead).
+Debian's slurm-wlm (22.05) without systemd or cgroups (docs/architecture.md section 7):
+ProctrackType linuxproc, TaskPlugin none, no slurmdbd (so snakemake must use `squeue` for
+job status), two fake GPUs per node declared as gres backed by char devices. The two nodes
+are two slurmd daemons (`slurmd -N n1`, `slurmd -N n2`) with their own loopback address
+(127.0.0.2, 127.0.0.3), port, spool dir, PID file and log: SLURM schedules them as two
+nodes (`srun -N2` runs one task on each, SLURMD_NODENAME n1 / n2) although they share the
+kernel, its hostname and the filesystem (which is what a cluster's shared filesystem
+gives). All traffic stays in 127.0.0.0/8. The daemons run in the foreground as our
+children and are stopped by PID. Everything it writes lives in one state dir, except
+/etc/slurm/slurm.conf and gres.conf: the slurm-jobstep executor strips SLURM_CONF, so the
+config must be at the default path. An existing config that we did not write is never
+overwritten (the caller skips instead).
 """
 
 from __future__ import annotations
@@ -23,7 +29,9 @@ from pathlib import Path
 MARKER = "# written by blur-pipeline tests/slurm (safe to delete)"
 ETC = Path("/etc/slurm")
 DAEMONS = ("munged", "slurmctld", "slurmd")
-N_GPUS = 2
+N_GPUS = 2  # per node
+# node name -> (address, slurmd port); the addresses are loopback ones (no network set-up)
+NODES = {"n1": ("127.0.0.2", 6821), "n2": ("127.0.0.3", 6822)}
 
 
 def why_unavailable() -> str | None:
@@ -58,12 +66,13 @@ class LocalSlurm:
         self.state = Path(state)
         self.host = socket.gethostname().split(".")[0]
         self.procs: dict[str, subprocess.Popen] = {}
-        self.logs = {d: self.state / f"{d}.log" for d in DAEMONS}
+        self.daemons = ("munged", "slurmctld", *(f"slurmd-{n}" for n in NODES))
+        self.logs = {d: self.state / f"{d}.log" for d in self.daemons}
 
     # ------------------------------------------------------------------ config
     def _write_config(self) -> None:
         s = self.state
-        for d in ("ctld", "spool", "munge", "dev"):
+        for d in ("ctld", "munge", "dev", *(f"spool-{n}" for n in NODES)):
             (s / d).mkdir(parents=True, exist_ok=True)
         # fake GPUs: char devices (same major/minor as /dev/null), one per gres
         for i in range(N_GPUS):
@@ -71,7 +80,17 @@ class LocalSlurm:
             if not dev.exists():
                 os.mknod(dev, 0o666 | 0o020000, os.makedev(1, 3))
         cpus = os.cpu_count() or 2
-        mem_mb = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20 * 0.8)
+        # each node gets the machine's CPUs (SLURM checks them against what slurmd sees) and
+        # an equal share of 80% of its memory
+        mem_mb = int(
+            os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20 * 0.8 / len(NODES)
+        )
+        node_lines = "\n".join(
+            f"NodeName={n} NodeHostname={self.host} NodeAddr={addr} Port={port} "
+            f"CPUs={cpus} RealMemory={mem_mb} Gres=gpu:{N_GPUS} State=UNKNOWN"
+            for n, (addr, port) in NODES.items()
+        )
+        names = ",".join(NODES)
         ETC.mkdir(parents=True, exist_ok=True)
         (ETC / "slurm.conf").write_text(f"""{MARKER}
 ClusterName=blurtest
@@ -83,9 +102,10 @@ CredType=cred/munge
 SlurmctldPort=6817
 SlurmdPort=6818
 StateSaveLocation={s}/ctld
-SlurmdSpoolDir={s}/spool
+SlurmdSpoolDir={s}/spool-%n
+SlurmdLogFile={s}/slurmd-%n.daemonlog
 SlurmctldPidFile={s}/slurmctld.pid
-SlurmdPidFile={s}/slurmd.pid
+SlurmdPidFile={s}/slurmd-%n.pid
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
@@ -104,11 +124,11 @@ SlurmctldTimeout=30
 SlurmdTimeout=30
 DefMemPerCPU=2048
 JobRequeue=1
-NodeName={self.host} CPUs={cpus} RealMemory={mem_mb} Gres=gpu:{N_GPUS} State=UNKNOWN
-PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
+{node_lines}
+PartitionName=debug Nodes={names} Default=YES MaxTime=INFINITE State=UP
 """)
         (ETC / "gres.conf").write_text(
-            f"{MARKER}\nNodeName={self.host} Name=gpu File={s}/dev/fakegpu[0-{N_GPUS - 1}]\n"
+            f"{MARKER}\nNodeName={names} Name=gpu File={s}/dev/fakegpu[0-{N_GPUS - 1}]\n"
         )
 
     # ------------------------------------------------------------------ lifecycle
@@ -145,16 +165,23 @@ PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
                 raise TimeoutError(f"munged did not come up:\n{self.tail('munged')}")
             time.sleep(0.2)
         self._spawn("slurmctld", [_exe("slurmctld"), "-D", "-i"])
-        self._spawn("slurmd", [_exe("slurmd"), "-D"])
+        for n in NODES:
+            self._spawn(f"slurmd-{n}", [_exe("slurmd"), "-D", "-N", n])
         while True:
             self._check_alive()
-            p = _run(["sinfo", "-h", "-N", "-o", "%T"], timeout=10)
-            if p.returncode == 0 and p.stdout.strip() in ("idle", "mixed", "allocated"):
+            p = _run(["sinfo", "-h", "-N", "-o", "%N %T"], timeout=10)
+            states = dict(ln.split() for ln in p.stdout.splitlines() if ln.strip())
+            if (
+                p.returncode == 0
+                and sorted(states) == sorted(NODES)
+                and all(st in ("idle", "mixed", "allocated") for st in states.values())
+            ):
                 return self
             if time.monotonic() > deadline:
+                slurmds = "\n".join(f"{d}:\n{self.tail(d)}" for d in self.daemons[2:])
                 raise TimeoutError(
-                    f"node not idle after {timeout}s (sinfo: {p.stdout.strip()} {p.stderr.strip()})\n"
-                    f"slurmctld:\n{self.tail('slurmctld')}\nslurmd:\n{self.tail('slurmd')}"
+                    f"nodes not idle after {timeout}s (sinfo: {p.stdout.strip()} "
+                    f"{p.stderr.strip()})\nslurmctld:\n{self.tail('slurmctld')}\n{slurmds}"
                 )
             time.sleep(0.5)
 
@@ -163,7 +190,7 @@ PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
         if "slurmctld" in self.procs and self.procs["slurmctld"].poll() is None:
             with contextlib.suppress(subprocess.TimeoutExpired, OSError):
                 _run(["scancel", "--full", "--partition", "debug"], timeout=10)
-        for name in ("slurmd", "slurmctld", "munged"):
+        for name in (*reversed(self.daemons[2:]), "slurmctld", "munged"):
             p = self.procs.get(name)
             if p is None or p.poll() is not None:
                 continue

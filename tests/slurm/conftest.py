@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import os
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from safetensors.torch import load_file
 
 from tests.pipeline.conftest import CI_CONFIG, REPO, snakemake_bin, write_config
 from tests.slurm.cluster import LocalSlurm, why_unavailable
@@ -113,6 +116,9 @@ def snakemake_env() -> dict:
         **os.environ,
         "HF_HUB_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
+        # gloo between the ranks of a multi-node job: over loopback (the test nodes are
+        # 127.0.0.2 / 127.0.0.3), never another interface of this machine
+        "GLOO_SOCKET_IFNAME": "lo",
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
 
@@ -162,3 +168,83 @@ def slurm_pipeline(slurm_cluster, slurm_profile, tmp_path_factory):
         )
     print(f"\nSLURM pipeline: {wall:.0f} s")
     return workdir, out, wall
+
+
+# ------------------------------------------------------------------ helpers of the tests
+def copy_workdir(workdir: Path, dst: Path) -> Path:
+    shutil.copytree(workdir, dst, symlinks=True, copy_function=shutil.copy2)
+    return dst
+
+
+def weights(model_dir: Path) -> dict:
+    return load_file(str(model_dir / "model.safetensors"))
+
+
+def same_weights(ref_run: Path, run: Path) -> None:
+    a, b = weights(ref_run / "model"), weights(run / "model")
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a), (
+        f"weights of {run} differ from the uninterrupted run {ref_run}"
+    )
+
+
+def wait_for(pred, timeout: float, what: str, proc: subprocess.Popen | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(
+                f"snakemake exited (rc {proc.returncode}) while waiting for {what}"
+            )
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def running_unlearn_job() -> str | None:
+    p = subprocess.run(
+        ["squeue", "-h", "-o", "%i|%k|%T"], capture_output=True, text=True, timeout=10
+    )
+    for line in p.stdout.splitlines():
+        job_id, comment, state = line.split("|")
+        if comment.startswith("rule_unlearn") and state == "RUNNING":
+            return job_id
+    return None
+
+
+def attempts_in(log: str) -> list[tuple[str, str]]:
+    """(SLURM job id, CUDA_VISIBLE_DEVICES) of each attempt an unlearn log records."""
+    return re.findall(r"=== unlearn attempt .* SLURM_JOB_ID=(\d+) CUDA_VISIBLE_DEVICES=(\S+)", log)
+
+
+def interrupt_run(
+    profile: Path, work: Path, run_rel: str, log_file: Path, command: list[str], wait_s: int
+) -> tuple[int, str, Path]:
+    """Start snakemake on the unlearn run ``run_rel`` (from scratch) in ``work``, wait for
+    its first checkpoint, run ``command + [job id]`` on the running unlearn job (scancel /
+    scontrol requeue) and wait at most ``wait_s`` for snakemake to end.
+    Returns (rc, job id, run dir)."""
+    run = work / run_rel
+    shutil.rmtree(run)
+    with open(log_file, "w") as fh:
+        proc = subprocess.Popen(
+            snakemake_cmd(work, profile, f"{run_rel}/model", timeout=600),
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=snakemake_env(),
+            cwd=work,
+            start_new_session=True,
+        )
+    try:
+        wait_for(
+            lambda: list(run.glob("checkpoints/step-*/state.pt")), 300, "a first checkpoint", proc
+        )
+        job_id = wait_for(running_unlearn_job, 30, "the running unlearn job in squeue", proc)
+        assert not (run / "summary.json").exists(), f"the run finished before `{' '.join(command)}`"
+        subprocess.run([*command, job_id], check=True, timeout=10)
+        rc = proc.wait(timeout=wait_s)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+            proc.wait(timeout=30)
+    return rc, job_id, run

@@ -1,40 +1,32 @@
 """`snakemake --profile slurm` against a real local SLURM (see conftest.py): GPU requests
-and CUDA_VISIBLE_DEVICES, resume of a killed unlearn job, and a failing rule."""
+and CUDA_VISIBLE_DEVICES, a failing rule, a requeued unlearn job resuming, and a killed one
+resubmitted by the profile's `retries` and resuming. (Two nodes: test_multinode.py.)"""
 
 from __future__ import annotations
 
 import json
 import os
 import re
-import shutil
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
-from safetensors.torch import load_file
+import yaml
 
 from tests.slurm.conftest import (
     LONG_RUN,
+    _test_profile,
+    attempts_in,
+    copy_workdir,
+    interrupt_run,
     logs_of,
     run_slurm_snakemake,
-    snakemake_cmd,
-    snakemake_env,
+    same_weights,
 )
 
 # the session fixture runs the whole pipeline on SLURM (~5 min on 2 cores) inside the first test
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 RUNS = ["blur_npo/gamma=0.1@seed=0", "blur_npo/gamma=0.3@seed=0", "graddiff/retain_weight=1@seed=0"]
-
-
-def _copy(workdir: Path, dst: Path) -> Path:
-    shutil.copytree(workdir, dst, symlinks=True, copy_function=shutil.copy2)
-    return dst
-
-
-def _weights(model_dir: Path) -> dict:
-    return load_file(str(model_dir / "model.safetensors"))
 
 
 def test_pipeline_on_slurm_requests_gpus_and_sees_them(slurm_pipeline):
@@ -68,118 +60,11 @@ def test_pipeline_on_slurm_requests_gpus_and_sees_them(slurm_pipeline):
     print(f"GPUs granted to the unlearn jobs: {sorted(granted)}; pipeline wall time {wall:.0f} s")
 
 
-def _wait_for(pred, timeout: float, what: str, proc: subprocess.Popen | None = None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(
-                f"snakemake exited (rc {proc.returncode}) while waiting for {what}"
-            )
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def _running_unlearn_job() -> str | None:
-    p = subprocess.run(
-        ["squeue", "-h", "-o", "%i|%k|%T"], capture_output=True, text=True, timeout=10
-    )
-    for line in p.stdout.splitlines():
-        job_id, comment, state = line.split("|")
-        if comment.startswith("rule_unlearn") and state == "RUNNING":
-            return job_id
-    return None
-
-
-def _attempts(log: str) -> list[str]:
-    return re.findall(r"=== unlearn attempt .* SLURM_JOB_ID=(\d+) CUDA_VISIBLE_DEVICES=(\S+)", log)
-
-
-def _interrupt_long_run(
-    slurm_profile, work: Path, log_file: Path, command: list[str], wait_s: int
-) -> tuple[int, str, Path]:
-    """Start snakemake on LONG_RUN (from scratch) in ``work``, wait for its first checkpoint,
-    run ``command + [job id]`` on the running unlearn job (scancel / scontrol requeue) and
-    wait at most ``wait_s`` for snakemake to end. Returns (rc, job id, run dir)."""
-    run = work / LONG_RUN
-    shutil.rmtree(run)
-    with open(log_file, "w") as fh:
-        proc = subprocess.Popen(
-            snakemake_cmd(work, slurm_profile, f"{LONG_RUN}/model", timeout=600),
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            env=snakemake_env(),
-            cwd=work,
-            start_new_session=True,
-        )
-    try:
-        _wait_for(
-            lambda: list(run.glob("checkpoints/step-*/state.pt")), 300, "a first checkpoint", proc
-        )
-        job_id = _wait_for(_running_unlearn_job, 30, "the running unlearn job in squeue", proc)
-        assert not (run / "summary.json").exists(), f"the run finished before `{' '.join(command)}`"
-        subprocess.run([*command, job_id], check=True, timeout=10)
-        rc = proc.wait(timeout=wait_s)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, 9)
-            proc.wait(timeout=30)
-    return rc, job_id, run
-
-
-def _assert_same_weights(ref: Path, run: Path) -> None:
-    a, b = _weights(ref / LONG_RUN / "model"), _weights(run / "model")
-    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a), (
-        "resumed weights differ from the uninterrupted run"
-    )
-
-
-def test_killed_unlearn_job_resumes_from_checkpoint(slurm_pipeline, slurm_profile, tmp_path):
-    """scancel an unlearn job mid-run: snakemake fails (no hang), the checkpoints survive
-    (they are not declared outputs), and a rerun continues from the latest one to weights
-    identical to the uninterrupted run's."""
-    ref = slurm_pipeline[0]
-    work = _copy(ref, tmp_path / "w")
-    target = f"{LONG_RUN}/model"
-    first = work / "first.log"
-    rc, job_id, run = _interrupt_long_run(slurm_profile, work, first, ["scancel"], wait_s=300)
-    out = first.read_text(errors="replace")
-    assert rc != 0, out[-3000:]
-    assert f"results/logs/unlearn/embedded/tiny/{LONG_RUN.split('runs/')[1]}.log" in out, out[
-        -3000:
-    ]
-    steps = sorted(
-        int(p.name.split("-")[1])
-        for p in run.glob("checkpoints/step-*")
-        if (p / "state.pt").exists()
-    )
-    assert steps, "checkpoints did not survive the failed job"
-    assert not (run / "final").exists() and not (run / "summary.json").exists()
-
-    rc, out2 = run_slurm_snakemake(work, slurm_profile, target, log_name="second.log", timeout=600)
-    assert rc == 0, f"{out2[-4000:]}\n{logs_of(work)}"
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["resumed_from"] >= steps[-1] > 0, (summary, steps)
-    _assert_same_weights(ref, run)
-    log = (
-        work / f"results/logs/unlearn/embedded/tiny/{LONG_RUN.split('runs/')[1]}.log"
-    ).read_text()
-    attempts = _attempts(log)  # (Snakemake removes the killed job's log with its outputs)
-    assert attempts and attempts[-1][0] != job_id, log[-3000:]
-    print(
-        f"\nkilled job {job_id} after checkpoint step {steps[-1]}; rerun "
-        f"resumed_from={summary['resumed_from']}; "
-        f"attempts (job id, CUDA_VISIBLE_DEVICES): {attempts}"
-    )
-
-
 def test_failing_rule_on_slurm_exits_nonzero_and_names_its_log(
     slurm_pipeline, slurm_profile, tmp_path
 ):
     ref = slurm_pipeline[0]
-    work = _copy(ref, tmp_path / "w")
+    work = copy_workdir(ref, tmp_path / "w")
     # break the unlearn jobs' input model (mtime kept, so nothing upstream reruns)
     cfg = work / "results/embedded/tiny/finetune/target/model/config.json"
     st = cfg.stat()
@@ -212,19 +97,52 @@ def test_requeued_unlearn_job_resumes_in_the_same_snakemake_run(
     starts it again under the same job id (profile: slurm-requeue); snakemake keeps waiting,
     the second start resumes from the checkpoint, and the weights equal the uninterrupted run's."""
     ref = slurm_pipeline[0]
-    work = _copy(ref, tmp_path / "w")
+    work = copy_workdir(ref, tmp_path / "w")
     log_file = work / "requeue.log"
-    rc, job_id, run = _interrupt_long_run(
-        slurm_profile, work, log_file, ["scontrol", "requeue"], wait_s=600
+    rc, job_id, run = interrupt_run(
+        slurm_profile, work, LONG_RUN, log_file, ["scontrol", "requeue"], wait_s=600
     )
     out = log_file.read_text(errors="replace")
     assert rc == 0, f"{out[-4000:]}\n{logs_of(work)}"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["resumed_from"] > 0, summary
-    _assert_same_weights(ref, run)
+    same_weights(ref / LONG_RUN, run)
     log = (
         work / f"results/logs/unlearn/embedded/tiny/{LONG_RUN.split('runs/')[1]}.log"
     ).read_text()
-    attempts = _attempts(log)
+    attempts = attempts_in(log)
     assert attempts and {a[0] for a in attempts} == {job_id}, log[-3000:]  # same job id: requeued
     print(f"\nrequeued job {job_id}; resumed_from={summary['resumed_from']}; attempts: {attempts}")
+
+
+def test_profile_retries_resubmit_a_failed_job(slurm_pipeline, tmp_path):
+    """The profile's `retries: 1`: an unlearn job that fails once (scancel after its first
+    checkpoint: what a node failure or a time limit looks like to snakemake) is submitted
+    again by the same snakemake run; its checkpoints survived the failure (they are not
+    declared outputs), so it resumes and ends with the uninterrupted run's weights."""
+    ref = slurm_pipeline[0]
+    work = copy_workdir(ref, tmp_path / "w")
+    profile = _test_profile(tmp_path / "profile" / "slurm")
+    prof = yaml.safe_load((profile / "config.yaml").read_text())
+    prof["retries"] = 1
+    (profile / "config.yaml").write_text(yaml.safe_dump(prof, sort_keys=False))
+    t0 = time.monotonic()
+    rc, job_id, run = interrupt_run(
+        profile, work, LONG_RUN, work / "retry.log", ["scancel"], wait_s=600
+    )
+    wall = time.monotonic() - t0
+    out = (work / "retry.log").read_text(errors="replace")
+    assert rc == 0, f"{out[-4000:]}\n{logs_of(work)}"
+    # "Job 1 has been submitted with SLURM jobid 31 (log: .../rule_unlearn/...)"
+    submitted = re.findall(
+        r"has been submitted with SLURM jobid (\d+) \(log: [^)]*rule_unlearn/", out
+    )
+    assert "Trying to restart job" in out, out[-4000:]
+    assert len(submitted) == 2 and submitted[0] == job_id != submitted[1], (submitted, job_id)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["resumed_from"] > 0, summary
+    same_weights(ref / LONG_RUN, run)
+    print(
+        f"\njob {job_id} cancelled after a checkpoint; resubmitted as {submitted[1]} (retries: 1), "
+        f"resumed_from={summary['resumed_from']}; {wall:.0f} s"
+    )
