@@ -423,7 +423,12 @@ class Study:
             )
         selection = None
         for exp in self.experiments.values():
-            selection = parse_selection(spec, where, metric_names(exp.protocol))
+            try:
+                selection = parse_selection(spec, where, metric_names(exp.protocol))
+            except ConfigError as exc:
+                raise ConfigError(
+                    f"{exc} [experiment {exp.bench}/{exp.model}, protocol {exp.protocol}]"
+                ) from None
             has_retain = exp.reference("retain") is not None
             for metric in selection.metrics():
                 if metric in NEEDS_RETAIN and not has_retain:
