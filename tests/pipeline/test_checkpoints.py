@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 
 import pytest
 import yaml
 
-from tests.pipeline.conftest import CI_CONFIG, planned_jobs, run_snakemake, write_config
+from tests.pipeline.conftest import CI_CONFIG, REPO, planned_jobs, run_snakemake, write_config
 
 CRITERION = {
     "minimize": "forget_probability",
@@ -101,6 +102,17 @@ def test_checkpoints_are_evaluated_and_one_is_selected_by_the_criterion(tmp_path
     cfg["unlearn"]["select"] = {"maximize": "model_utility"}
     write_config(tmp_path, cfg)
     jobs = planned_jobs(run_snakemake(tmp_path, "-n"))
+    assert jobs == {"select_checkpoint": 1, "report": 1, "all": 1}, jobs
+    # an edit to the selection code reruns the same two (its fingerprint covers them only)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copy2(REPO / "Snakefile", repo / "Snakefile")
+    for name in ("workflow", "blur_core"):
+        shutil.copytree(REPO / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+    edited = repo / "blur_core/selection.py"
+    edited.write_text(edited.read_text() + "\n_CODE_EDIT_FOR_THE_TEST = 1\n")
+    write_config(tmp_path, checkpoint_config())
+    jobs = planned_jobs(run_snakemake(tmp_path, "-n", repo=repo))
     assert jobs == {"select_checkpoint": 1, "report": 1, "all": 1}, jobs
     # and the workflow with the checkpoint rules lints clean
     proc = run_snakemake(tmp_path, "--lint")
