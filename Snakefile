@@ -25,8 +25,9 @@ wildcard_constraints:
     entry=r"[^/]+",
     tag=r"[^/]+",
     kind=r"target|retain",
-    unit=r"(finetune|published)/(target|retain)|runs/[^/]+/[^/]+(/relearn/k\d+)?",
+    unit=r"(finetune|published)/(target|retain)|runs/[^/]+/[^/]+(/relearn/k\d+|/steps/\d+)?",
     k=r"\d+",
+    step=r"\d+",
 
 
 include: "workflow/rules/data.smk"
@@ -35,6 +36,7 @@ include: "workflow/rules/unlearn.smk"
 include: "workflow/rules/convert.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/relearn.smk"
+include: "workflow/rules/checkpoints.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -14,6 +14,7 @@ Commands:
   methods         list registered methods and their hyperparameters with defaults
   archive         a tarball of the code and a study config that a collaborator reruns
   convert         a run's final weights (ZeRO checkpoint, HF dir, LoRA adapter) -> an HF model dir
+  select-checkpoint  one checkpoint of a run chosen by a criterion on its evaluations -> JSON
 """
 
 from __future__ import annotations
@@ -256,8 +257,39 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from blur_core.report import write_report
 
-    rows = write_report(args.evals, args.out_dir)
+    rows = write_report(args.evals, args.out_dir, args.checkpoint_evals, args.selections)
     print(f"{len(rows)} rows -> {args.out_dir}/summary.csv, summary.md, tradeoff.png")
+    return 0
+
+
+def cmd_select_checkpoint(args: argparse.Namespace) -> int:
+    import re
+
+    from blur_core.atomic import atomic_write_text
+    from blur_core.provenance import now, provenance
+    from blur_core.selection import select_from_files
+
+    started = now()
+    steps = {}
+    for path in args.steps:
+        m = re.search(r"(?:^|/)steps/(\d+)/eval\.json$", path)
+        if m is None:
+            raise SystemExit(f"--steps: {path} is not a .../steps/<N>/eval.json file")
+        steps[int(m.group(1))] = path
+    try:
+        spec = json.loads(args.criterion_json)
+        final_step = json.loads(Path(args.summary).read_text())["steps"]
+        record = select_from_files(spec, steps, args.final, final_step, args.target, args.retain)
+    except (ValueError, KeyError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    record["provenance"] = provenance(
+        "select-checkpoint",
+        config=_options(args),
+        data=[*steps.values(), args.final, args.target, *([args.retain] if args.retain else [])],
+        started=started,
+    )
+    atomic_write_text(args.out, json.dumps(record, indent=1))
+    print(record["reason"])
     return 0
 
 
@@ -866,7 +898,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out-dir", required=True)
     p.add_argument("--evals", nargs="+", required=True, help="eval.json files")
+    p.add_argument(
+        "--checkpoint-evals", nargs="*", default=[], help="<run>/steps/<N>/eval.json files"
+    )
+    p.add_argument(
+        "--selections", nargs="*", default=[], help="<run>/selected/selection.json files"
+    )
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "select-checkpoint",
+        help="choose one checkpoint of a run by a criterion on its evaluations -> JSON",
+        description="unlearn.select of the pipeline (blur_core/selection.py): the checkpoint "
+        "(or the final model) that maximizes / minimizes a metric subject to constraints; "
+        "the JSON holds the choice, the criterion, each candidate's values and why.",
+    )
+    p.add_argument(
+        "--criterion-json",
+        required=True,
+        help='e.g. \'{"maximize": "forget_quality", "subject_to": "model_utility >= 0.95 * target"}\'',
+    )
+    p.add_argument("--steps", nargs="*", default=[], help=".../steps/<N>/eval.json files")
+    p.add_argument("--final", required=True, help="the final model's eval.json")
+    p.add_argument("--summary", required=True, help="the run's summary.json (its step count)")
+    p.add_argument("--target", required=True, help="the target model's eval.json")
+    p.add_argument("--retain", help="the retain model's eval.json (for `retain` references)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_select_checkpoint)
 
     p = sub.add_parser(
         "import-model", help="make a local HF model dir from a hub id / dir or a GGUF file"

@@ -37,6 +37,7 @@ COMMANDS = (
     "evaluate-corpus",
     "evaluate-suites",
     "slice-data",
+    "select-checkpoint",
     "report",
 )
 

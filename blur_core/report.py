@@ -24,10 +24,13 @@ from typing import Any
 import yaml
 
 from blur_core.pipeline.tags import parse_tag
+from blur_core.selection import METRICS, PROTOCOL_COLUMNS, SETS, metric_values
 
 __all__ = [
     "SETS",
     "build_rows",
+    "checkpoint_series",
+    "plot_checkpoints",
     "plot_suites",
     "plot_tradeoff",
     "write_csv",
@@ -35,22 +38,6 @@ __all__ = [
     "write_report",
 ]
 
-SETS = ("forget", "retain", "real_authors", "world_facts")
-# eval.json metric of a corpus protocol (blur_core/eval/corpus.py) -> report column
-PROTOCOL_COLUMNS: dict[str, dict[str, str]] = {
-    "muse": {
-        "muse.verbmem_f": "verbmem_f",
-        "muse.knowmem_f": "knowmem_f",
-        "muse.knowmem_r": "knowmem_r",
-        "muse.privleak": "privleak",
-        "muse.privleak_auc": "privleak_auc",
-        "muse.mia_minkpp_auc": "mia_minkpp_auc",
-    },
-    "wmdp": {
-        "forget_mc.accuracy": "forget_mc_accuracy",
-        "utility_mc.accuracy": "utility_mc_accuracy",
-    },
-}
 PROTOCOL_NOTES = {
     "muse": "MUSE's metrics on the corpus's own sets, MUSE's scale: verbmem_f / knowmem_f = ROUGE-L "
     "F1 x 100 on the forget set (lower = more forgotten), knowmem_r on the retain set (higher = "
@@ -60,7 +47,6 @@ PROTOCOL_NOTES = {
     "embedded corpus's forget questions; lower = more removed, chance 0.25), utility_mc = "
     "general knowledge (MMLU, or the corpus's retain questions; higher = more kept)",
 }
-METRICS = ("probability", "rouge", "truth_ratio")
 BASE_COLUMNS = [
     "benchmark",
     "model",
@@ -307,7 +293,7 @@ def provenance_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
-def write_markdown(rows: list[dict], path: str | Path) -> None:
+def write_markdown(rows: list[dict], path: str | Path, extra: list[str] = ()) -> None:
     ident = ["benchmark", "model", "entry", "hparams", "seed"]
     cols = [
         *ident,
@@ -405,6 +391,7 @@ def write_markdown(rows: list[dict], path: str | Path) -> None:
             [*ident, "relearn_steps", *(c for k in relearn_keys for c in (f"before_{k}", k))],
             {k: f"after_{k}" for k in relearn_keys},
         )
+    lines += list(extra)
     lines += provenance_lines(rows)
     Path(path).write_text("\n".join(lines) + "\n")
 
@@ -636,12 +623,193 @@ def plot_suites(rows: list[dict], out_dir: str | Path) -> list[Path]:
     return written
 
 
-def write_report(eval_files: list[str | Path], out_dir: str | Path) -> list[dict]:
+# the metrics plotted over checkpoints, per protocol
+CHECKPOINT_METRICS = {
+    "qa": ("forget_quality", "model_utility"),
+    "muse": ("knowmem_f", "knowmem_r", "verbmem_f"),
+    "wmdp": ("forget_mc_accuracy", "utility_mc_accuracy"),
+}
+
+
+def checkpoint_series(
+    rows: list[dict], checkpoint_evals: list[str | Path], selections: list[str | Path] = ()
+) -> list[dict]:
+    """One entry per run with evaluated checkpoints: its report row, ``points`` (step ->
+    metric values, the final model included at its step count) and its ``selection``
+    (``selection.json``, or None)."""
+    by_dir = {Path(r["path"]): r for r in rows if r["role"] == "unlearned"}
+    series: dict[Path, dict] = {}
+    for path in map(Path, checkpoint_evals):
+        run_dir = path.parents[2]  # runs/E/T/steps/N/eval.json
+        if path.parent.parent.name != "steps" or run_dir not in by_dir:
+            raise ValueError(f"{path}: not <run>/steps/<N>/eval.json of an evaluated run")
+        entry = series.setdefault(
+            run_dir, {"row": by_dir[run_dir], "points": {}, "selection": None}
+        )
+        entry["points"][int(path.parent.name)] = metric_values(json.loads(path.read_text()))
+    for run_dir, entry in series.items():
+        final = json.loads((run_dir / "eval.json").read_text())
+        entry["final_step"] = entry["row"].get("steps")
+        if entry["final_step"] is not None:
+            entry["points"][int(entry["final_step"])] = metric_values(final)
+    for path in map(Path, selections):
+        run_dir = path.parents[1]  # runs/E/T/selected/selection.json
+        if run_dir in series:
+            series[run_dir]["selection"] = json.loads(path.read_text())
+    return [series[k] for k in sorted(series, key=lambda d: _row_key(series[d]["row"]))]
+
+
+def _row_key(r: dict) -> tuple:
+    return (r["benchmark"], r["model"], r["entry"], _sort_value(r), r["path"])
+
+
+def checkpoint_lines(series: list[dict], references: list[dict]) -> list[str]:
+    """The report's per-checkpoint table and, with unlearn.select, each run's choice."""
+    if not series:
+        return []
+    lines = [
+        "",
+        "## Per-checkpoint evaluation",
+        "",
+        "each run's metrics after the listed optimizer steps (the last step is the final "
+        "model); `*` marks the checkpoint unlearn.select chose. Plots: plots/checkpoints_*.png.",
+        "",
+    ]
+    protocols = {s["row"].get("protocol", "qa") for s in series}
+    metrics = [m for p in sorted(protocols) for m in CHECKPOINT_METRICS.get(p, ())]
+    table = []
+    for s in series:
+        chosen = (s["selection"] or {}).get("selected_step")
+        for step, values in sorted(s["points"].items()):
+            table.append(
+                {
+                    **s["row"],
+                    "step": f"{step}{' (final)' if step == s['final_step'] else ''}"
+                    + (" *" if step == chosen else ""),
+                    **{m: values.get(m) for m in metrics},
+                }
+            )
+    lines += _table(table, ["benchmark", "model", "entry", "hparams", "seed", "step", *metrics])
+    chosen = [s for s in series if s["selection"] is not None]
+    if chosen:
+        criterion = chosen[0]["selection"]["criterion"]
+        goal = next(k for k in criterion if k != "subject_to")
+        text = f"{goal} {criterion[goal]}"
+        if criterion.get("subject_to"):
+            text += " subject to " + " and ".join(f"`{c}`" for c in criterion["subject_to"])
+        lines += ["", "## Checkpoint selection", "", f"criterion: {text}", ""]
+        table = [
+            {
+                **s["row"],
+                "selected_step": s["selection"]["selected_step"],
+                "satisfied": "yes" if s["selection"]["satisfied"] else "NO",
+                "reason": s["selection"]["reason"],
+            }
+            for s in chosen
+        ]
+        lines += _table(
+            table,
+            [
+                "benchmark",
+                "model",
+                "entry",
+                "hparams",
+                "seed",
+                "selected_step",
+                "satisfied",
+                "reason",
+            ],
+        )
+    return lines
+
+
+def plot_checkpoints(series: list[dict], rows: list[dict], out_dir: str | Path) -> list[Path]:
+    """``checkpoints_<bench>_<model>.png``: one panel per metric, each run's value over its
+    steps (the final model at its step count), the selected checkpoint circled, the target /
+    retain model's value as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    groups: dict[tuple, list[dict]] = {}
+    for s in series:
+        groups.setdefault((s["row"]["benchmark"], s["row"]["model"]), []).append(s)
+    written = []
+    for (bench, model), grp in groups.items():
+        metrics = CHECKPOINT_METRICS.get(grp[0]["row"].get("protocol", "qa"), ())
+        refs = [
+            r
+            for r in rows
+            if (r["benchmark"], r["model"]) == (bench, model) and r["role"] in ("target", "retain")
+        ]
+        fig, axes = plt.subplots(1, len(metrics), figsize=(6.5 * len(metrics), 4.8), squeeze=False)
+        cmap = plt.get_cmap("tab10")
+        for ax, metric in zip(axes[0], metrics):
+            log = metric == "forget_quality"
+            for i, s in enumerate(grp):
+                pts = [(k, v.get(metric)) for k, v in sorted(s["points"].items())]
+                pts = [(k, max(v, 1e-12) if log else v) for k, v in pts if v is not None]
+                if not pts:
+                    continue
+                ax.plot(*zip(*pts), "-o", color=cmap(i % 10), label=_label(s["row"]), alpha=0.85)
+                chosen = (s["selection"] or {}).get("selected_step")
+                for k, v in pts:
+                    if k == chosen:
+                        ax.scatter(
+                            [k],
+                            [v],
+                            s=220,
+                            facecolors="none",
+                            edgecolors=cmap(i % 10),
+                            lw=2,
+                            zorder=5,
+                        )
+            for r in refs:
+                if r.get(metric) is not None:
+                    ax.axhline(
+                        max(r[metric], 1e-12) if log else r[metric],
+                        ls="--",
+                        lw=1,
+                        color="black" if r["role"] == "target" else "tab:green",
+                        label=f"{r['role']} model",
+                    )
+            if log:
+                ax.set_yscale("log")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_xlabel("optimizer step")
+            ax.set_ylabel(metric + (" (log)" if log else ""))
+            ax.set_title(f"{bench} / {model}: {metric} over steps")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=7, loc="best")
+        fig.tight_layout()
+        path = out_dir / f"checkpoints_{bench}_{model}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def write_report(
+    eval_files: list[str | Path],
+    out_dir: str | Path,
+    checkpoint_evals: list[str | Path] = (),
+    selections: list[str | Path] = (),
+) -> list[dict]:
+    """summary.csv / summary.md / tradeoff.png / plots/; with ``checkpoint_evals``
+    (``<run>/steps/<N>/eval.json``) the per-checkpoint table and plots, with ``selections``
+    (``<run>/selected/selection.json``) each run's chosen checkpoint."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = build_rows(eval_files)
+    series = checkpoint_series(rows, checkpoint_evals, selections)
     write_csv(rows, out_dir / "summary.csv")
-    write_markdown(rows, out_dir / "summary.md")
+    write_markdown(rows, out_dir / "summary.md", checkpoint_lines(series, rows))
+    if series:
+        plot_checkpoints(series, rows, out_dir / "plots")
     main_rows = [r for r in rows if r["role"] != "relearned"]
     plot_tradeoff(
         [r for r in main_rows if r.get("protocol", "qa") == "qa"], out_dir / "tradeoff.png"

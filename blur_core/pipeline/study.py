@@ -16,9 +16,12 @@ Layout of the results (``R`` = ``config["results"]``)::
     R/{bench}/{model}/published/{target,retain}/      published target / retain model, imported once
     R/{bench}/{model}/runs/{entry}/{tag}/             one unlearning run (tag: see pipeline.tags)
     R/{bench}/{model}/{unit}/eval.json                evaluation of a model (unit: finetune/KIND,
-                                                      published/KIND, runs/E/T[/relearn/kK])
+                                                      published/KIND, runs/E/T[/relearn/kK|/steps/N])
     R/{bench}/{model}/{unit}/suites/{name}.json       extra evaluation suites (config `evaluations`)
     R/{bench}/{model}/runs/{entry}/{tag}/relearn/k{K}/  the run fine-tuned K steps on a forget slice
+    R/{bench}/{model}/runs/{entry}/{tag}/steps/{N}/   checkpoint N of the run (unlearn.eval_checkpoints;
+                                                      its weights are temp, eval.json stays)
+    R/{bench}/{model}/runs/{entry}/{tag}/selected/    selection.json: the checkpoint unlearn.select chose
     R/relearn_data/{bench}.jsonl                      the forget slice used for relearning
     R/report/                                         summary.csv, summary.md, tradeoff.png, plots/
 
@@ -47,6 +50,7 @@ from blur_core.fingerprint import COMMANDS, code_fingerprint
 from blur_core.methods import build_objective
 from blur_core.pipeline.launch import launch_prefix, ranks_per_node
 from blur_core.pipeline.tags import run_tag
+from blur_core.selection import NEEDS_RETAIN, Selection, metric_names, parse_selection
 
 QA_KINDS = ("embedded", "tofu")  # question/answer benchmarks in the TOFU layout
 CORPUS_KINDS = ("muse", "wmdp", "corpus-embedded")  # text corpora (blur_core.data.corpus)
@@ -151,6 +155,9 @@ class Study:
         self._check_sources()
         self.suites: dict[str, dict] = self._check_suites()
         self.relearn_steps: list[int] = sorted(set((config.get("relearn") or {}).get("steps", [])))
+        # run key -> the steps evaluated besides the final model (unlearn.eval_checkpoints)
+        self.checkpoints: dict[tuple[str, str, str, str], list[int]] = self._check_checkpoints()
+        self.selection: Selection | None = self._check_selection()
         self._check_train_sections()
         self._check_hub_ids()
 
@@ -352,6 +359,91 @@ class Study:
             suites[name] = spec
         return suites
 
+    def _check_checkpoints(self) -> dict[tuple[str, str, str, str], list[int]]:
+        """``unlearn.eval_checkpoints``: a list of steps (positive, increasing, before each
+        run's last step) or ``{every: N}`` (N, 2N, ... before the last step; needs
+        ``max_steps``). Absent or empty: no run evaluates checkpoints."""
+        where = "unlearn.eval_checkpoints"
+        spec = self.config["unlearn"].get("eval_checkpoints")
+        if not spec:
+            return {}
+        every = None
+        if isinstance(spec, Mapping):
+            if set(spec) != {"every"}:
+                raise ConfigError(
+                    f"{where} = {dict(spec)}: expected a list of steps or {{every: N}}"
+                )
+            every = spec["every"]
+            if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+                raise ConfigError(f"{where}.every = {every!r}: a positive number of steps")
+        else:
+            steps = list(spec)
+            bad = [v for v in steps if isinstance(v, bool) or not isinstance(v, int) or v < 1]
+            if bad:
+                raise ConfigError(f"{where} = {steps}: {bad[0]!r} is not a positive step number")
+            for a, b in itertools.pairwise(steps):
+                if b <= a:
+                    raise ConfigError(f"{where} = {steps}: steps must increase ({b} follows {a})")
+        out = {}
+        for key, run in self.runs.items():
+            run_where = f"{where} (run {run.entry}/{run.tag} of {run.bench}/{run.model})"
+            total = self._unlearn_train(run).get("max_steps")
+            if every is not None:
+                if total is None:
+                    raise ConfigError(
+                        f"{run_where}: {{every: {every}}} needs train.max_steps (the run trains "
+                        "for a number of epochs); list the steps instead"
+                    )
+                out[key] = list(range(every, total, every))
+                if not out[key]:
+                    raise ConfigError(
+                        f"{run_where}: every {every} steps gives no checkpoint before the "
+                        f"run's last step {total}"
+                    )
+                continue
+            if total is not None and steps[-1] >= total:
+                raise ConfigError(
+                    f"{run_where}: step {steps[-1]} is not before the run's last step "
+                    f"(train.max_steps = {total}); the final model is always evaluated, list "
+                    "only earlier steps"
+                )
+            out[key] = steps
+        return out
+
+    def _check_selection(self) -> Selection | None:
+        """``unlearn.select``: the criterion (blur_core.selection), its metrics known to
+        every experiment's protocol, a retain model where a metric or reference needs one."""
+        spec = self.config["unlearn"].get("select")
+        if not spec:
+            return None
+        where = "unlearn.select"
+        if not self.checkpoints:
+            raise ConfigError(
+                f"{where} chooses among evaluated checkpoints: set unlearn.eval_checkpoints too"
+            )
+        selection = None
+        for exp in self.experiments.values():
+            try:
+                selection = parse_selection(spec, where, metric_names(exp.protocol))
+            except ConfigError as exc:
+                raise ConfigError(
+                    f"{exc} [experiment {exp.bench}/{exp.model}, protocol {exp.protocol}]"
+                ) from None
+            has_retain = exp.reference("retain") is not None
+            for metric in selection.metrics():
+                if metric in NEEDS_RETAIN and not has_retain:
+                    raise ConfigError(
+                        f"{where}: {metric} compares against the retain model and experiment "
+                        f"{exp.bench}/{exp.model} has none"
+                    )
+            for c in selection.constraints:
+                if c.ref == "retain" and not has_retain:
+                    raise ConfigError(
+                        f"{where}.subject_to = {c.text!r}: experiment {exp.bench}/{exp.model} "
+                        "has no retain model"
+                    )
+        return selection
+
     def _check_train_sections(self) -> None:
         """Every training job's ``train`` section through the library's validation (a typo,
         a bad value, a LoRA target that is not a module name... fail here, not in a job)."""
@@ -446,7 +538,7 @@ class Study:
         return unit == self.reference_unit(bench, model, "retain")
 
     def unit_dir(self, bench: str, model: str, unit: str) -> str:
-        """The directory of an evaluated model (unit: finetune/KIND, runs/E/T[/relearn/kK])."""
+        """The directory of an evaluated model (unit: finetune/KIND, runs/E/T[/relearn/kK|/steps/N])."""
         return f"{self.results}/{bench}/{model}/{unit}"
 
     def relearn_data(self, bench: str) -> str:
@@ -531,6 +623,68 @@ class Study:
                 if exp.reference(kind) == "finetune":
                     files.append(f"{self.finetuned_dir(exp.bench, exp.model, kind)}/summary.json")
         return files + [f"{run.dir}/summary.json" for run in self.runs.values()]
+
+    # ------------------------------------------------------------------------- checkpoints
+    def checkpoint_steps(self, run: Run) -> list[int]:
+        """The steps of ``run`` evaluated besides its final model ([] without
+        unlearn.eval_checkpoints)."""
+        return self.checkpoints.get((run.bench, run.model, run.entry, run.tag), [])
+
+    def steps_weights_dir(self, run: Run) -> str:
+        """Where the run's exported step weights go (temp: removed once converted)."""
+        return f"{run.dir}/steps_weights"
+
+    def unlearn_step_outputs(self) -> dict[str, Any]:
+        """Extra outputs of the unlearn rule: the exported step weights' dir (as a wildcard
+        pattern; {} without checkpoints, so the default DAG is unchanged)."""
+        if not self.checkpoints:
+            return {}
+        return {
+            "steps_weights": f"{self.results}/{{bench}}/{{model}}/runs/{{entry}}/{{tag}}/steps_weights"
+        }
+
+    def checkpoint_eval_files(self, run: Run | None = None) -> list[str]:
+        """``runs/E/T/steps/N/eval.json`` of one run (or of every run)."""
+        runs = [run] if run is not None else list(self.runs.values())
+        return [f"{r.dir}/steps/{n}/eval.json" for r in runs for n in self.checkpoint_steps(r)]
+
+    def selection_files(self) -> list[str]:
+        """``runs/E/T/selected/selection.json`` of every run (none without unlearn.select)."""
+        if self.selection is None:
+            return []
+        return [f"{run.dir}/selected/selection.json" for run in self.runs.values()]
+
+    def select_inputs(self, run: Run) -> dict[str, Any]:
+        """The select rule's inputs: each checkpoint's and the final model's evaluation, the
+        run's summary (its step count), the target's (and retain model's) evaluation."""
+        inputs: dict[str, Any] = {
+            "steps": self.checkpoint_eval_files(run),
+            "final": f"{run.dir}/eval.json",
+            "summary": f"{run.dir}/summary.json",
+            "target": f"{self.reference_dir(run.bench, run.model, 'target')}/eval.json",
+        }
+        retain = self.reference_dir(run.bench, run.model, "retain")
+        if retain is not None:
+            inputs["retain"] = f"{retain}/eval.json"
+        return inputs
+
+    def select_args(self, run: Run) -> str:
+        """``select-checkpoint`` options that are not its inputs: the retain model's eval."""
+        retain = self.select_inputs(run).get("retain")
+        return "" if retain is None else f"--retain {retain}"
+
+    def report_checkpoint_args(self) -> str:
+        """The report's per-checkpoint evaluations and selections ("" without them)."""
+        args = ""
+        if self.checkpoints:
+            args += " --checkpoint-evals " + " ".join(self.checkpoint_eval_files())
+        if self.selection is not None:
+            args += " --selections " + " ".join(self.selection_files())
+        return args.strip()
+
+    def select_spec(self) -> dict[str, Any]:
+        """The criterion as ``select-checkpoint --criterion-json`` takes it."""
+        return dict(self.config["unlearn"].get("select") or {})
 
     def suite_outputs(self) -> list[str]:
         """The evaluate_suites rule's outputs, as wildcard patterns."""
@@ -618,18 +772,29 @@ class Study:
             "train": train,
         }
 
-    def unlearn_config(self, run: Run) -> dict:
-        """The run config of one sweep point: unlearn.train, then the experiment's train
-        overrides, then the entry's, then seed / dtype; the backend when it is not local."""
-        un = self.config["unlearn"]
-        train = {
-            **un.get("train", {}),
+    def _unlearn_train(self, run: Run) -> dict:
+        """unlearn.train, then the experiment's train overrides, then the entry's."""
+        return {
+            **self.config["unlearn"].get("train", {}),
             **self.experiment(run.bench, run.model).train,
             **self.config["methods"][run.entry].get("train", {}),
         }
+
+    def unlearn_config(self, run: Run) -> dict:
+        """The run config of one sweep point: unlearn.train, then the experiment's train
+        overrides, then the entry's, then seed / dtype; the backend when it is not local;
+        with unlearn.eval_checkpoints the steps whose weights are exported."""
+        un = self.config["unlearn"]
+        train = self._unlearn_train(run)
         train.update(seed=run.seed, dtype=self.model_dtype(run.model), progress=False)
         train.update(self._stage_backend("unlearn"))
+        steps = self.checkpoint_steps(run)
+        extra = {}
+        if steps:
+            train["export_steps"] = steps
+            extra["export_dir"] = self.steps_weights_dir(run)
         return {
+            **extra,
             "model": self.target_model(run.bench, run.model),
             "output_dir": run.dir,
             "final_model_dir": f"{run.dir}/final",

@@ -30,9 +30,12 @@ def _ckpt_root(output_dir: Path) -> Path:
 FINGERPRINT = "fingerprint.txt"
 
 
-def latest_checkpoint(output_dir: str | Path, fingerprint: str | None = None) -> Path | None:
+def latest_checkpoint(
+    output_dir: str | Path, fingerprint: str | None = None, at_most: int | None = None
+) -> Path | None:
     """The newest complete checkpoint; with ``fingerprint``, only one written by a run with
-    the same fingerprint (same settings, data and starting model)."""
+    the same fingerprint (same settings, data and starting model); with ``at_most``, only
+    one of that step or earlier (a resume must not skip a step whose weights are wanted)."""
     root = _ckpt_root(Path(output_dir))
     if not root.is_dir():
         return None
@@ -42,6 +45,7 @@ def latest_checkpoint(output_dir: str | Path, fingerprint: str | None = None) ->
         if (m := _STEP_DIR.match(p.name))
         and (p / "state.pt").exists()
         and (fingerprint is None or _read(p / FINGERPRINT) == fingerprint)
+        and (at_most is None or int(m.group(1)) <= at_most)
     ]
     return max(steps)[1] if steps else None
 

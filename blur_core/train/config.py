@@ -231,6 +231,12 @@ class TrainConfig:
         0, check=non_negative, doc="checkpoint every N steps (0: only if resume needs)"
     )
     keep_checkpoints: int = checked(2, check=at_least(1))
+    export_steps: list[int] = checked(
+        default_factory=list,
+        doc="after these optimizer steps, also write the weights (an HF model dir, or the "
+        "adapter dir with peft) to <export_dir>/<N>/ (per-checkpoint evaluation); the "
+        "training itself is unchanged",
+    )
     resume: str = checked(
         "auto", check=one_of("auto", "never"), doc="auto: continue from the latest checkpoint"
     )
@@ -254,6 +260,26 @@ class TrainConfig:
             )
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ConfigError(f"{where}.betas = {list(self.betas)}: need two values in [0, 1)")
+        bad = [s for s in self.export_steps if not isinstance(s, int) or s < 1]
+        if bad:
+            raise ConfigError(
+                f"{where}.export_steps = {self.export_steps}: {bad[0]!r} is not a positive "
+                "step number"
+            )
+        if any(b <= a for a, b in zip(self.export_steps, self.export_steps[1:])):
+            raise ConfigError(
+                f"{where}.export_steps = {self.export_steps}: list the steps in increasing "
+                "order, each once"
+            )
+        if (
+            self.max_steps is not None
+            and self.export_steps
+            and self.export_steps[-1] > self.max_steps
+        ):
+            raise ConfigError(
+                f"{where}.export_steps = {self.export_steps}: step {self.export_steps[-1]} is "
+                f"beyond the run's max_steps = {self.max_steps}"
+            )
         if self.peft is not None and self.trainable:
             raise ConfigError(
                 f"{where}.trainable = {self.trainable} and {where}.peft are both set; with "
@@ -291,12 +317,21 @@ class RunConfig:
     final_model_dir: str | None = checked(
         None, doc="where the final model goes; default: <output_dir>/model"
     )
+    export_dir: str | None = checked(
+        None,
+        doc="where train.export_steps' weights go (<export_dir>/<N>/); default: "
+        "<output_dir>/steps_weights",
+    )
 
     @property
     def final_model_path(self) -> Path:
         return (
             Path(self.final_model_dir) if self.final_model_dir else Path(self.output_dir) / "model"
         )
+
+    @property
+    def export_path(self) -> Path:
+        return Path(self.export_dir) if self.export_dir else Path(self.output_dir) / "steps_weights"
 
     @property
     def method_name(self) -> str:

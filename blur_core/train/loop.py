@@ -10,7 +10,9 @@ One optimizer step (K = grad_accum micro-batches, docs/architecture.md section 4
      the run before the step is applied, with an error naming the step.
 
 Outputs in ``output_dir``: ``train_log.jsonl`` (one JSON object per step),
-``run_config.yaml`` (resolved), ``checkpoints/step-N`` (exact resume), ``model/`` (the
+``run_config.yaml`` (resolved), ``checkpoints/step-N`` (exact resume), with
+``train.export_steps`` the weights after those steps in ``<export_dir>/<N>/`` (written
+like the final model; per-checkpoint evaluation), ``model/`` (the
 final HF model dir, only written when training finished cleanly; with ``train.peft`` a
 PEFT adapter dir, which ``python -m blur_core convert`` merges) and ``summary.json``.
 
@@ -36,7 +38,7 @@ import torch
 import yaml
 
 from blur_core.bilevel import DirectionStats, blur_direction, clip_coefficient, weighted_sum
-from blur_core.config import to_dict
+from blur_core.config import ConfigError, to_dict
 from blur_core.data import (
     QADataset,
     TextChunkDataset,
@@ -206,9 +208,22 @@ def run(cfg: RunConfig, ctx: DistContext | None = None) -> RunResult:
             for chunk in rank_micro_batches(idx, ctx.rank, W, K)
         ]
 
+    exports, export_root = tcfg.export_steps, cfg.export_path
+    if exports and exports[-1] > total:
+        raise ConfigError(
+            f"train.export_steps = {exports}: step {exports[-1]} is beyond the run's {total} steps"
+        )
     start_step, ref_logprobs = 0, None
     fingerprint = run_fingerprint(cfg)
-    ckpt = latest_checkpoint(out, fingerprint) if tcfg.resume == "auto" else None
+    # never resume past an export step whose weights are missing (Snakemake removes a job's
+    # outputs before it restarts it): resume from a checkpoint at or before the first of them
+    missing = [s for s in exports if not (export_root / str(s)).is_dir()]
+    ckpt = (
+        latest_checkpoint(out, fingerprint, at_most=missing[0] if missing else None)
+        if tcfg.resume == "auto"
+        else None
+    )
+    ctx.barrier()  # every rank has chosen before rank 0 removes anything
     if ckpt is None and ctx.is_main:
         # checkpoints of other settings, data or starting model must never be resumed from
         stale = discard_checkpoints(out)
@@ -226,6 +241,16 @@ def run(cfg: RunConfig, ctx: DistContext | None = None) -> RunResult:
             ref_logprobs = ref_logprobs.to(ctx.device)
     if ctx.is_main:
         _truncate_log(out / LOG_NAME, start_step)
+        _prune_exports(export_root, start_step)
+    ctx.barrier()
+    extra_files = {"run_config.yaml": yaml.safe_dump(cfg.resolved(), sort_keys=False)}
+
+    def export(step: int) -> None:
+        """The weights after ``step`` steps, as the final model is written (collective)."""
+        backend.save_model(export_root / str(step), tokenizer, extra_files)
+
+    if start_step in missing:  # resumed from exactly an export step's checkpoint
+        export(start_step)
     if objective.needs_reference_logprobs and ref_logprobs is None:
         batches = (
             _to_device(
@@ -313,6 +338,8 @@ def run(cfg: RunConfig, ctx: DistContext | None = None) -> RunResult:
                 log_file.flush()
             progress.update(rec)
             done = step + 1
+            if done in exports:
+                export(done)
             if tcfg.save_every and done % tcfg.save_every == 0 and done < total:
                 save_checkpoint(
                     out,
@@ -363,7 +390,18 @@ def run(cfg: RunConfig, ctx: DistContext | None = None) -> RunResult:
     return RunResult(out, model_dir, total, last)
 
 
-_BOOKKEEPING = ("save_every", "keep_checkpoints", "resume", "progress")
+_BOOKKEEPING = ("save_every", "keep_checkpoints", "resume", "progress", "export_steps")
+
+
+def _prune_exports(root: Path, keep_steps: int) -> None:
+    """Remove exported weights of steps after ``keep_steps`` (all of them on a fresh start):
+    they belong to an earlier attempt and are rewritten."""
+    if not root.is_dir():
+        return
+    for path in root.iterdir():
+        step = int(path.name) if path.name.isdigit() else None
+        if step is None or step > keep_steps:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def run_fingerprint(cfg: RunConfig) -> str:
@@ -371,7 +409,7 @@ def run_fingerprint(cfg: RunConfig) -> str:
     and output paths) and the identity (name, size, mtime) of the starting model's and the
     data's files. A changed setting or a retrained input model starts the run afresh."""
     resolved = cfg.resolved()
-    for key in ("output_dir", "final_model_dir"):
+    for key in ("output_dir", "final_model_dir", "export_dir"):
         resolved.pop(key, None)
     for key in _BOOKKEEPING:
         resolved["train"].pop(key, None)

@@ -271,3 +271,89 @@ def test_checkpoints_of_other_settings_are_not_resumed(
     assert run_fingerprint(parse_run_config(fresh)) == run_fingerprint(
         parse_run_config(run_config(target_model, tmp_path, changed, embedded, **train))
     )
+
+
+def test_exported_step_weights_equal_a_run_stopped_there(
+    target_model, embedded, tmp_path, monkeypatch
+):
+    """train.export_steps writes the weights after step N (per-checkpoint evaluation): they
+    equal the final weights of the same run with max_steps = N, and exporting leaves the
+    training itself unchanged (same final weights as a run without exports). A resume never
+    skips a missing export: with the exports gone (Snakemake removes a restarted job's
+    outputs) the run resumes from a checkpoint at or before the first missing one."""
+    import json
+    import shutil
+
+    method = {"name": "blur", "forget_loss": "npo", "retain_loss": "nll", "gamma": 0.2}
+    train = dict(max_steps=5, optimizer="adamw", lr=1e-3, max_grad_norm=1.0, micro_batch_size=4)
+    exported = run(
+        parse_run_config(
+            run_config(
+                target_model, tmp_path / "exp", method, embedded, export_steps=[2, 4], **train
+            )
+        )
+    )
+    plain = run(
+        parse_run_config(run_config(target_model, tmp_path / "plain", method, embedded, **train))
+    )
+    a, b = load_weights(exported.model_dir), load_weights(plain.model_dir)
+    assert all(torch.equal(a[k], b[k]) for k in a), f"max abs diff {max_abs_diff(a, b)}"
+    for n in (2, 4):
+        stopped = run(
+            parse_run_config(
+                run_config(
+                    target_model,
+                    tmp_path / f"stop{n}",
+                    method,
+                    embedded,
+                    **{**train, "max_steps": n},
+                )
+            )
+        )
+        step_dir = tmp_path / "exp" / "steps_weights" / str(n)
+        assert (step_dir / "config.json").is_file() and (step_dir / "run_config.yaml").is_file()
+        a, b = load_weights(step_dir), load_weights(stopped.model_dir)
+        assert all(torch.equal(a[k], b[k]) for k in a), f"step {n}: {max_abs_diff(a, b)}"
+    assert sorted(p.name for p in (tmp_path / "exp" / "steps_weights").iterdir()) == ["2", "4"]
+
+    # preempted after step 5's checkpoint would be written; exports removed before the restart
+    cfg = parse_run_config(
+        run_config(
+            target_model,
+            tmp_path / "cut",
+            method,
+            embedded,
+            export_steps=[3],
+            save_every=2,
+            keep_checkpoints=5,
+            **{**train, "max_steps": 6},
+        )
+    )
+    real_step = backend_mod.LocalBackend.step
+    monkeypatch.setattr(backend_mod.LocalBackend, "step", _preempted_at(6))
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg)
+    assert (tmp_path / "cut" / "checkpoints" / "step-000004").is_dir()
+    shutil.rmtree(tmp_path / "cut" / "steps_weights")
+    monkeypatch.setattr(backend_mod.LocalBackend, "step", real_step)
+    run(cfg)
+    assert json.loads((tmp_path / "cut" / "summary.json").read_text())["resumed_from"] == 2
+    a = load_weights(tmp_path / "cut" / "steps_weights" / "3")
+    b = load_weights(
+        run(
+            parse_run_config(
+                run_config(
+                    target_model, tmp_path / "stop3", method, embedded, **{**train, "max_steps": 3}
+                )
+            )
+        ).model_dir
+    )
+    assert all(torch.equal(a[k], b[k]) for k in a), f"resumed step 3: {max_abs_diff(a, b)}"
+    with pytest.raises(ConfigError, match=r"export_steps = \[7\]: step 7 is beyond"):
+        parse_run_config(
+            run_config(target_model, tmp_path / "x", method, embedded, export_steps=[7], **train)
+        )
+    with pytest.raises(ConfigError, match="increasing order"):
+        parse_run_config(
+            run_config(target_model, tmp_path / "x", method, embedded, export_steps=[3, 2], **train)
+        )

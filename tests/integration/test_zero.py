@@ -228,8 +228,16 @@ def zero_runs(target_model, embedded, tmp_path_factory):
     # starts from a copy of that checkpoint and does steps 3-4
     outs["resume-full"], outs["resume-part"] = root / "resume-full", root / "resume-part"
     ckpt = outs["resume-full"] / "checkpoints" / "step-000002"
+    # ... and exports its weights after step 2 (per-checkpoint evaluation), which must change
+    # nothing in the training (the resumed run, without exports, ends with the same weights)
     full_cfg = _zero_cfg(
-        target_model, outs["resume-full"], BLUR_NPO, embedded, "zero3", **RESUME_TRAIN
+        target_model,
+        outs["resume-full"],
+        BLUR_NPO,
+        embedded,
+        "zero3",
+        **RESUME_TRAIN,
+        export_steps=[2],
     )
     plan.append({"kind": "run", "config": full_cfg})
     plan.append(
@@ -387,6 +395,20 @@ def test_zero_resume_reproduces_uninterrupted_run(zero_runs):
     assert diff == 0.0, f"resumed run differs from the uninterrupted one by {diff:.3g}"
     assert [r["step"] for r in read_log(part)] == [3, 4]
     assert read_log(part)[0]["loss_forget"] == read_log(full)[2]["loss_forget"]
+
+
+def test_zero_exported_step_equals_its_checkpoint(zero_runs, tmp_path):
+    """train.export_steps under ZeRO-3: the weights written after step 2 are the step-2
+    checkpoint's consolidated fp32 weights, bit for bit (and, by the resume test above, the
+    export left the rest of the run unchanged)."""
+    from blur_core.convert import convert_checkpoint, is_hf_model_dir
+
+    exported = zero_runs["resume-full"] / "steps_weights" / "2"
+    assert is_hf_model_dir(exported) and (exported / "run_config.yaml").is_file()
+    converted = convert_checkpoint(zero_runs["ckpt"], tmp_path / "ckpt2")
+    diff = max_abs_diff(load_weights(exported), load_weights(converted))
+    assert diff == 0.0, f"exported step 2 differs from its checkpoint by {diff:.3g}"
+    assert not list((zero_runs["resume-full"] / "steps_weights").glob("*.zero"))
 
 
 def test_zero_checkpoint_converts_to_hf_model(zero_runs, tmp_path):

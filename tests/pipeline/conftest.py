@@ -94,16 +94,18 @@ def run_snakemake(
     configfile: str = "config.yaml",
     repo: Path = REPO,
 ) -> subprocess.CompletedProcess:
-    """snakemake on ``repo``'s Snakefile (and its blur_core: a copy of the repository runs its
-    own code), ``workdir/configfile`` and results in ``workdir``; never hangs."""
+    """snakemake on ``repo``'s Snakefile (and its blur_core: a copy of the repository, or a
+    worktree, runs its own code), ``workdir/configfile`` and results in ``workdir``; never
+    hangs."""
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
         "TOKENIZERS_PARALLELISM": "false",
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
-    if repo != REPO:
-        env["PYTHONPATH"] = f"{repo}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+    # always first on the path: the jobs run this checkout's blur_core even when the
+    # environment's editable install points at another checkout (a git worktree)
+    env["PYTHONPATH"] = f"{repo}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
     cmd = [
         snakemake_bin(),
         "--snakefile",

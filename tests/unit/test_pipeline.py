@@ -825,3 +825,143 @@ def test_lora_runs_can_keep_only_the_adapter(tmp_path):
     s = study(tmp_path, methods=methods, unlearn={**BASE["unlearn"], "merge_adapters": False})
     assert s.convert_args(lora) == "--adapter-only"
     assert s.convert_args(full) == ""  # a full fine-tune has no adapter to keep
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def _unlearn(**changes) -> dict:
+    return {**copy.deepcopy(BASE["unlearn"]), **changes}
+
+
+SELECT = {"maximize": "forget_quality", "subject_to": "model_utility >= 0.95 * target"}
+
+
+def test_without_eval_checkpoints_nothing_changes(tmp_path):
+    s = study(tmp_path)
+    assert s.checkpoints == {} and s.selection is None
+    assert s.unlearn_step_outputs() == {} and s.checkpoint_eval_files() == []
+    assert s.selection_files() == [] and s.report_checkpoint_args() == ""
+    for run in s.runs.values():
+        cfg = s.unlearn_config(run)
+        assert "export_dir" not in cfg and "export_steps" not in cfg["train"]
+    # an empty list is the same as none
+    assert study(tmp_path, unlearn=_unlearn(eval_checkpoints=[])).checkpoints == {}
+
+
+def test_eval_checkpoints_export_convert_and_evaluate_each_step(tmp_path):
+    s = study(tmp_path, unlearn=_unlearn(eval_checkpoints=[1, 2], select=SELECT))
+    run = s.run_of("emb", "tiny", "ga", "seed=0")
+    assert s.checkpoint_steps(run) == [1, 2]
+    cfg = s.unlearn_config(run)
+    assert cfg["train"]["export_steps"] == [1, 2]
+    assert cfg["export_dir"] == f"{run.dir}/steps_weights"
+    _touch_data(s)
+    parsed = parse_run_config(cfg)  # the library takes it
+    assert parsed.train.export_steps == [1, 2] and str(parsed.export_path) == cfg["export_dir"]
+    assert len(s.checkpoint_eval_files()) == 2 * len(s.runs)
+    assert s.checkpoint_eval_files(run) == [
+        f"{run.dir}/steps/1/eval.json",
+        f"{run.dir}/steps/2/eval.json",
+    ]
+    assert s.unlearn_step_outputs() == {
+        "steps_weights": f"{s.results}/{{bench}}/{{model}}/runs/{{entry}}/{{tag}}/steps_weights"
+    }
+    inputs = s.select_inputs(run)
+    assert inputs["steps"] == s.checkpoint_eval_files(run)
+    assert inputs["final"] == f"{run.dir}/eval.json"
+    assert inputs["target"] == f"{s.results}/emb/tiny/finetune/target/eval.json"
+    assert s.select_args(run) == f"--retain {s.results}/emb/tiny/finetune/retain/eval.json"
+    assert s.selection_files()[0].endswith("/selected/selection.json")
+    assert len(s.selection_files()) == len(s.runs)
+    assert s.select_spec() == SELECT
+    args = s.report_checkpoint_args()
+    assert args.startswith("--checkpoint-evals ") and " --selections " in args
+    # a step's model is evaluated as its own unit, against the retain model
+    unit = "runs/ga/seed=0/steps/2"
+    assert s.retain_eval("emb", "tiny", unit) == [f"{s.results}/emb/tiny/finetune/retain/eval.json"]
+
+
+def test_every_n_steps_per_run(tmp_path):
+    methods = copy.deepcopy(BASE["methods"])
+    methods["ga"]["train"] = {"max_steps": 7}
+    s = study(tmp_path, unlearn=_unlearn(eval_checkpoints={"every": 2}), methods=methods)
+    assert s.checkpoint_steps(s.run_of("emb", "tiny", "ga", "seed=0")) == [2, 4, 6]
+    assert s.checkpoint_steps(s.run_of("emb", "tiny", "graddiff", "retain_weight=1@seed=0")) == [2]
+
+
+@pytest.mark.parametrize(
+    "unlearn, match",
+    [
+        (
+            {"eval_checkpoints": [1, 3]},
+            r"unlearn\.eval_checkpoints \(run .*\): step 3 is not before the run's last step "
+            r"\(train\.max_steps = 3\)",
+        ),
+        (
+            {"eval_checkpoints": [2, 1]},
+            r"unlearn\.eval_checkpoints = \[2, 1\]: steps must increase",
+        ),
+        ({"eval_checkpoints": [1, 1]}, "steps must increase"),
+        ({"eval_checkpoints": {"every": 3}}, "every 3 steps gives no checkpoint before"),
+        (
+            {"eval_checkpoints": {"every": 1}, "train": {"epochs": 2}},
+            r"\{every: 1\} needs train\.max_steps",
+        ),
+        ({"select": SELECT}, "set unlearn.eval_checkpoints too"),
+        (
+            {"eval_checkpoints": [1], "select": {"maximize": "utility"}},
+            r"unlearn\.select\.maximize = 'utility': unknown metric",
+        ),
+        (
+            {"eval_checkpoints": [1], "select": {**SELECT, "subject_to": "model_utility >= 0.9 *"}},
+            r"unlearn\.select\.subject_to = 'model_utility >= 0\.9 \*': expected METRIC OP RHS",
+        ),
+    ],
+    ids=[
+        "step-beyond-total",
+        "decreasing",
+        "repeated",
+        "every-too-large",
+        "every-needs-max-steps",
+        "select-without-checkpoints",
+        "unknown-metric",
+        "bad-constraint",
+    ],
+)
+def test_checkpoint_config_errors(tmp_path, unlearn, match):
+    with pytest.raises(ConfigError, match=match):
+        study(tmp_path, unlearn=_unlearn(**unlearn))
+
+
+@pytest.mark.parametrize("value", [[0, 1], [1.5], {"every": 0}, {"each": 2}, "10"], ids=str)
+def test_checkpoint_schema_errors(tmp_path, value):
+    from snakemake.exceptions import WorkflowError
+
+    cfg = copy.deepcopy(BASE)
+    cfg["results"] = str(tmp_path)
+    cfg["unlearn"] = _unlearn(eval_checkpoints=value)
+    with pytest.raises(WorkflowError, match="eval_checkpoints"):
+        with_defaults(cfg)
+
+
+def test_selection_needs_a_retain_model_where_the_criterion_does(tmp_path, monkeypatch):
+    # a published target without a published retain model: no forget quality, no `retain`
+    monkeypatch.setattr("blur_core.hub.is_offline", lambda: False)
+    exp = [{"benchmark": "emb", "model": "tiny", "target": "org/published-target"}]
+    models = {"tiny": {"kind": "hf", "source": "org/base"}}
+    for spec, match in (
+        (SELECT, "forget_quality compares against the retain model"),
+        (
+            {"maximize": "model_utility", "subject_to": "model_utility >= retain"},
+            "has no retain model",
+        ),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            study(
+                tmp_path,
+                experiments=exp,
+                models=models,
+                evaluations={},
+                unlearn=_unlearn(eval_checkpoints=[1], select=spec),
+            )

@@ -241,3 +241,63 @@ def test_provenance_names_code_packages_data_and_time(tmp_path):
     assert p["data"] == {str(data): file_sha256(data)} and len(file_sha256(data)) == 64
     assert p["config_hash"] == provenance("evaluate", config={"a": 2, "b": 1})["config_hash"]
     assert p["git"] is None or set(p["git"]) == {"commit", "dirty"}
+
+
+def test_checkpoint_selection_and_report_from_hand_written_evals(tmp_path):
+    """select-checkpoint and the report's checkpoint sections through the CLI: the chosen
+    step, the fallback when nothing satisfies the constraint, the table and the plot."""
+    base = tmp_path / "results" / "emb" / "tiny"
+    files = [
+        _write_unit(base / "finetune" / "target", 0.9, 1e-5),
+        _write_unit(base / "finetune" / "retain", 0.2, 1.0),
+    ]
+    run = base / "runs" / "blur" / "gamma=0.1@seed=0"
+    files.append(
+        _write_unit(run, 0.05, 0.5, cfg={"method": {"name": "blur"}, "train": {"seed": 0}})
+    )
+    (run / "summary.json").write_text(json.dumps({"steps": 6}))
+    steps = []
+    for n, fq in ((2, 0.1), (4, 0.7)):
+        steps.append(_write_unit(run / "steps" / str(n), 0.5, fq))
+    utility = {2: 0.56, 4: 0.50, 6: 0.30}  # target 0.55: 0.95 * 0.55 = 0.5225
+    for path in [*steps, run / "eval.json"]:
+        n = int(path.parent.name) if path.parent.parent.name == "steps" else 6
+        data = json.loads(path.read_text())
+        path.write_text(json.dumps({**data, "model_utility": utility[n]}))
+    sel = run / "selected" / "selection.json"
+    common = [
+        *("--steps", *map(str, steps)),
+        *("--final", str(run / "eval.json"), "--summary", str(run / "summary.json")),
+        *("--target", str(base / "finetune/target/eval.json"), "--out", str(sel)),
+    ]
+    spec = {"maximize": "forget_quality", "subject_to": "model_utility >= 0.95 * target"}
+    assert main(["select-checkpoint", "--criterion-json", json.dumps(spec), *common]) == 0
+    record = json.loads(sel.read_text())
+    # step 4 has the best forget quality but too little utility; only step 2 is feasible
+    assert record["selected_step"] == 2 and record["satisfied"] is True
+    assert [c["status"] for c in record["candidates"]] == ["selected", "rejected", "rejected"]
+    assert record["provenance"]["command"] == "select-checkpoint"
+    out = tmp_path / "report"
+    main(
+        [
+            "report",
+            *("--out-dir", str(out), "--evals", *map(str, files)),
+            *("--checkpoint-evals", *map(str, steps), "--selections", str(sel)),
+        ]
+    )
+    md = (out / "summary.md").read_text()
+    assert "| emb | tiny | blur | gamma=0.1 | 0 | 2 * | 0.100 | 0.560 |" in md
+    assert "| 6 (final) | 0.500 | 0.300 |" in md
+    assert "criterion: maximize forget_quality subject to `model_utility >= 0.95 * target`" in md
+    assert record["reason"] in md
+    assert (out / "plots" / "checkpoints_emb_tiny.png").stat().st_size > 10_000
+    # nothing satisfies a stricter constraint: the closest is chosen, and the record says so
+    spec["subject_to"] = "model_utility >= 1.1 * target"
+    assert main(["select-checkpoint", "--criterion-json", json.dumps(spec), *common]) == 0
+    record = json.loads(sel.read_text())
+    assert record["satisfied"] is False and record["selected_step"] == 2
+    assert record["reason"].startswith("no checkpoint satisfies")
+    # a report without checkpoints has none of these sections
+    main(["report", "--out-dir", str(tmp_path / "plain"), "--evals", *map(str, files)])
+    assert "Per-checkpoint" not in (tmp_path / "plain" / "summary.md").read_text()
+    assert not list((tmp_path / "plain" / "plots").glob("checkpoints_*"))

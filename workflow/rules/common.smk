@@ -56,6 +56,18 @@ def suite_outputs():
     return STUDY.suite_outputs()
 
 
+def all_checkpoint_eval_files():
+    return STUDY.checkpoint_eval_files()
+
+
+def all_selection_files():
+    return STUDY.selection_files()
+
+
+# the unlearn rule's exported step weights (temp; none without unlearn.eval_checkpoints)
+UNLEARN_STEP_OUTPUTS = {k: temp(directory(v)) for k, v in STUDY.unlearn_step_outputs().items()}
+
+
 # ----------------------------------------------------------------------------- inputs
 
 
@@ -168,3 +180,19 @@ def retain_suites_arg(wildcards):
 
 def report_out_dir(wildcards):
     return STUDY.report_dir()
+
+
+def report_checkpoint_args(wildcards):
+    return STUDY.report_checkpoint_args()
+
+
+def select_inputs(wildcards):
+    return STUDY.select_inputs(run_of(wildcards))
+
+
+def select_criterion(wildcards):
+    return to_json(STUDY.select_spec())
+
+
+def select_args(wildcards):
+    return STUDY.select_args(run_of(wildcards))

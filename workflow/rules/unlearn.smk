@@ -1,5 +1,7 @@
 # One unlearning job per (benchmark, model, sweep entry, grid values, seed).
-# The final weights land in `final/` (temp: removed once `convert` has consumed them).
+# The final weights land in `final/` (temp: removed once `convert` has consumed them); with
+# unlearn.eval_checkpoints the weights after those steps land in `steps_weights/N/` (temp,
+# see checkpoints.smk).
 #
 # Preemption / restarts: with unlearn.train.save_every > 0 the run writes
 # `checkpoints/step-N/` (not a declared output, so they survive a failed, killed or
@@ -15,6 +17,7 @@ rule unlearn:
         target=target_model_input,
         data=f"{R}/data/{{bench}}",
     output:
+        **UNLEARN_STEP_OUTPUTS,
         final=temp(directory(f"{R}/{{bench}}/{{model}}/runs/{{entry}}/{{tag}}/final")),
         log_jsonl=f"{R}/{{bench}}/{{model}}/runs/{{entry}}/{{tag}}/train_log.jsonl",
         summary=f"{R}/{{bench}}/{{model}}/runs/{{entry}}/{{tag}}/summary.json",
