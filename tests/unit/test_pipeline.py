@@ -184,7 +184,9 @@ def test_gpu_resources_follow_each_stage(tmp_path, stage):
     assert all(s.gpu_resources(x) == {"gpu": 0, "gres": ""} for x in others)
     s = study(tmp_path, **{stage: {**BASE.get(stage, {}), "gpus": 8, "nodes": 2}})
     assert s.gpu_resources(stage) == {"gpu": 8, "gres": "gpu:8", "nodes": 2}
-    assert s.launcher(stage, s.gpu_resources(stage)).startswith("srun ")
+    assert s.launcher(stage, s.gpu_resources(stage)) == (
+        "python -m blur_core.slurm launch --nodes 2 --nproc-per-node 8 -m"
+    )
 
 
 # ----------------------------------------------------------------------------- job configs
