@@ -321,16 +321,16 @@ def test_paper_scale_tofu_config_plans_its_protocol(tmp_path, monkeypatch):
                 "all": 1,
             },
         ),
-        # fine-tuned target and retain model on the corpus, 4 sweep points
+        # fine-tuned target and retain model on the corpus, 3 sweep points
         (
             "study-muse-news-smollm2",
             {
                 "prepare_data": 1,
                 "import_model": 1,
                 "finetune": 2,
-                "unlearn": 4,
-                "convert": 4,
-                "evaluate": 6,
+                "unlearn": 3,
+                "convert": 3,
+                "evaluate": 5,
                 "report": 1,
                 "all": 1,
             },

@@ -98,6 +98,8 @@ SlurmctldHost={self.host}
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+# a requeued job may start again after cred_expire + 1 s (default 120 s: minutes of idle tests)
+AuthInfo=cred_expire=10
 CredType=cred/munge
 SlurmctldPort=6817
 SlurmdPort=6818

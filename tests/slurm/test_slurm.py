@@ -1,6 +1,6 @@
 """`snakemake --profile slurm` against a real local SLURM (see conftest.py): GPU requests
-and CUDA_VISIBLE_DEVICES, a failing rule, a requeued unlearn job resuming, and a killed one
-resubmitted by the profile's `retries` and resuming. (Two nodes: test_multinode.py.)"""
+and CUDA_VISIBLE_DEVICES, a failing rule, and a killed unlearn job resubmitted by the
+profile's `retries` and resuming. (Two nodes, and requeue: test_multinode.py.)"""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ import yaml
 from tests.slurm.conftest import (
     LONG_RUN,
     _test_profile,
-    attempts_in,
     copy_workdir,
     interrupt_run,
     logs_of,
@@ -88,31 +87,6 @@ def test_failing_rule_on_slurm_exits_nonzero_and_names_its_log(
     assert ".snakemake/slurm_logs/rule_unlearn/" in out, out[-3000:]
     assert wall < 300
     print(f"\nfailing unlearn job: snakemake rc {rc} after {wall:.0f} s")
-
-
-def test_requeued_unlearn_job_resumes_in_the_same_snakemake_run(
-    slurm_pipeline, slurm_profile, tmp_path
-):
-    """Preemption as SLURM does it: `scontrol requeue` kills the running unlearn job and
-    starts it again under the same job id (profile: slurm-requeue); snakemake keeps waiting,
-    the second start resumes from the checkpoint, and the weights equal the uninterrupted run's."""
-    ref = slurm_pipeline[0]
-    work = copy_workdir(ref, tmp_path / "w")
-    log_file = work / "requeue.log"
-    rc, job_id, run = interrupt_run(
-        slurm_profile, work, LONG_RUN, log_file, ["scontrol", "requeue"], wait_s=600
-    )
-    out = log_file.read_text(errors="replace")
-    assert rc == 0, f"{out[-4000:]}\n{logs_of(work)}"
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["resumed_from"] > 0, summary
-    same_weights(ref / LONG_RUN, run)
-    log = (
-        work / f"results/logs/unlearn/embedded/tiny/{LONG_RUN.split('runs/')[1]}.log"
-    ).read_text()
-    attempts = attempts_in(log)
-    assert attempts and {a[0] for a in attempts} == {job_id}, log[-3000:]  # same job id: requeued
-    print(f"\nrequeued job {job_id}; resumed_from={summary['resumed_from']}; attempts: {attempts}")
 
 
 def test_profile_retries_resubmit_a_failed_job(slurm_pipeline, tmp_path):
