@@ -1,4 +1,4 @@
-"""The BLUR update direction and the weighted-sum combiner, as pure tensor functions.
+"""The BLUR update direction, the weighted-sum and the primal-dual (PDU) combiners.
 
 Notation (one optimizer step, all trainable parameters viewed as one long vector):
     F = g_f  the forget-loss gradient,  R = g_r  the retain-loss gradient,
@@ -26,10 +26,20 @@ the training loop does once per step (together with the losses).
 The norm of d is obtained from the same three sums, without another pass or collective:
     ||d||^2 = ||R||^2 + 2 xi a + xi^2 ||F||^2   (forget_priority; symmetric otherwise)
 which is what gradient clipping needs.
+
+pdu (primal-dual unlearning, Entesari et al. 2025): min L_f  s.t.  L_r <= eps, through the
+Lagrangian L_f + lambda (L_r - eps) with lambda >= 0. The primal direction is its gradient,
+    d = w_f F + lambda R                                  (``pdu_direction``)
+and after the primal step the dual ascends on the constraint violation,
+    lambda' = max(0, lambda + eta (L_r - eps))            (``dual_update``)
+with L_r the step's global-batch mean retain loss (the value every rank read at the step's
+one host synchronisation), so lambda is a plain float, the same on every rank and for every
+micro-batch split.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 
@@ -46,7 +56,9 @@ __all__ = [
     "DirectionStats",
     "blur_direction",
     "clip_coefficient",
+    "dual_update",
     "partial_sums",
+    "pdu_direction",
     "weighted_sum",
 ]
 
@@ -213,6 +225,54 @@ def weighted_sum(
     sq_d = (wf * wf * sq_f + 2.0 * wf * wr * dot + wr * wr * sq_r).clamp_min(0.0)
     zero = torch.zeros_like(dot)
     return out, _make_stats(zero, dot, sq_f, sq_r, zero, sq_d)
+
+
+def pdu_direction(
+    forget_grads: Sequence[Tensor],
+    retain_grads: Sequence[Tensor],
+    dual: float,
+    forget_weight: float = 1.0,
+    all_reduce: Callable[[Tensor], object] | None = None,
+    inplace: bool = False,
+) -> tuple[list[Tensor], DirectionStats]:
+    """The primal direction of PDU: d = forget_weight * F + dual * R, the gradient of the
+    Lagrangian forget_weight * L_f + dual * (L_r - eps) (eps does not change the gradient).
+
+    ``dual`` is the current multiplier lambda >= 0, a Python float (read at the previous step's
+    host synchronisation, so this call needs none). ``inplace`` writes d into retain_grads;
+    the stats are those of ``weighted_sum`` (xi and fallback 0).
+    """
+    dual, forget_weight = float(dual), float(forget_weight)
+    if not (math.isfinite(dual) and dual >= 0):
+        raise ValueError(f"dual must be a finite number >= 0, got {dual}")
+    if not (math.isfinite(forget_weight) and forget_weight > 0):
+        raise ValueError(f"forget_weight must be a finite number > 0, got {forget_weight}")
+    return weighted_sum(forget_grads, retain_grads, forget_weight, dual, all_reduce, inplace)
+
+
+def dual_update(dual: float, retain_loss: float, retain_loss_eps: float, step_size: float) -> float:
+    """Projected dual ascent on the retain constraint L_r <= eps:
+
+        lambda' = max(0, lambda + step_size * (L_r - eps))
+
+    All arguments are Python floats (float64); ``retain_loss`` is the step's global-batch
+    mean, so the result is identical on every rank. A violated constraint (L_r > eps) raises
+    lambda, a slack one lowers it, never below 0.
+    """
+    values = {
+        "dual": dual,
+        "retain_loss": retain_loss,
+        "retain_loss_eps": retain_loss_eps,
+        "step_size": step_size,
+    }
+    for name, value in values.items():
+        if not math.isfinite(float(value)):
+            raise ValueError(f"{name} must be finite, got {value}")
+    if dual < 0:
+        raise ValueError(f"dual must be >= 0, got {dual}")
+    if step_size <= 0:
+        raise ValueError(f"step_size must be > 0, got {step_size}")
+    return max(0.0, float(dual) + float(step_size) * (float(retain_loss) - float(retain_loss_eps)))
 
 
 def _make_stats(xi, dot, sq_f, sq_r, fallback, sq_d) -> DirectionStats:

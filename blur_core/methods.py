@@ -5,6 +5,8 @@ An ``Objective`` fixes what the shared training loop does in one step:
   * how the two accumulated gradients F and R are combined:
       combiner "blur":     d = blur_direction(F, R, gamma, variant)       (bilevel.py)
       combiner "weighted": d = forget_weight * F + retain_weight * R       (GradDiff & co.)
+      combiner "pdu":      d = forget_weight * F + lambda * R, then the dual ascent
+                           lambda <- max(0, lambda + dual_step_size (L_r - retain_loss_eps))
 So BLUR and every baseline differ only in the combiner and the losses.
 
 Registered methods (hyperparameters are validated dataclasses; unknown keys and bad
@@ -16,6 +18,7 @@ values raise ``ConfigError`` naming them):
   simnpo    SimNPO (+ retain term)
   idk       NLL on "I don't know" answers for the forget questions (+ retain term)
   rmu       RMU activation steering at one layer, retain activations held to the frozen model
+  pdu       primal-dual unlearning: min L_forget s.t. L_retain <= retain_loss_eps (a multiplier)
   sft       plain NLL on the retain set only: fine-tuning, used to build target/retain models
 """
 
@@ -57,7 +60,7 @@ class Objective:
     method: str
     forget_loss: str | None
     retain_loss: str | None
-    combiner: str  # "blur" | "weighted"
+    combiner: str  # "blur" | "weighted" | "pdu"
     gamma: float = 0.0
     variant: str = "forget_priority"
     eps: float = DEFAULT_EPS
@@ -68,6 +71,10 @@ class Objective:
     rmu_layer: int = 7
     steering_coeff: float = 6.5
     rmu_seed: int = 0
+    retain_loss_eps: float = 0.0  # PDU: the constraint L_retain <= retain_loss_eps
+    dual_step_size: float = 1.0  # PDU: eta of the dual ascent
+    dual_init: float = 1.0  # PDU: lambda at step 0
+    dual_warmup_steps: int = 0  # PDU: lambda held at dual_init for the first N steps
 
     @property
     def uses_forget(self) -> bool:
@@ -75,7 +82,9 @@ class Objective:
 
     @property
     def uses_retain(self) -> bool:
-        return self.retain_loss is not None and (self.combiner == "blur" or self.retain_weight != 0)
+        return self.retain_loss is not None and (
+            self.combiner in ("blur", "pdu") or self.retain_weight != 0
+        )
 
     @property
     def needs_reference_model(self) -> bool:
@@ -238,6 +247,51 @@ class RMUHParams:
         )
 
 
+def _finite_positive(v) -> str | None:
+    return None if v is None or (0 < v < float("inf")) else "must be a finite number > 0"
+
+
+@dataclass
+class PDUHParams:
+    """PDU: min L_f s.t. L_r <= retain_loss_eps; d = forget_weight F + lambda R, dual ascent."""
+
+    retain_loss_eps: float = checked(
+        0.0,
+        check=finite_non_negative,
+        doc="the constraint L_retain <= eps: set it a little above the starting model's "
+        "retain loss (0: the dual rises while the retain loss is above 0)",
+    )
+    dual_step_size: float = checked(
+        1.0, check=_finite_positive, doc="eta: lambda <- max(0, lambda + eta (L_r - eps))"
+    )
+    dual_init: float = checked(1.0, check=finite_non_negative, doc="lambda at step 0")
+    dual_warmup_steps: int = checked(
+        0, check=non_negative, doc="steps with lambda held at dual_init before the ascent"
+    )
+    forget_weight: float = checked(1.0, check=_finite_positive, doc="weight of the forget loss")
+    forget_loss: str = checked(
+        "npo", check=one_of(*(x for x in FORGET_LOSSES if x != "rmu")), doc="forget objective"
+    )
+    retain_loss: str = checked("nll", check=one_of("nll", "kl"), doc="the constrained loss")
+    beta: float = checked(0.1, check=positive, doc="NPO/SimNPO inverse temperature")
+    delta: float = checked(0.0, doc="SimNPO margin")
+
+    def objective(self, name: str) -> Objective:
+        return Objective(
+            method=name,
+            forget_loss=self.forget_loss,
+            retain_loss=self.retain_loss,
+            combiner="pdu",
+            forget_weight=self.forget_weight,
+            beta=self.beta,
+            delta=self.delta,
+            retain_loss_eps=self.retain_loss_eps,
+            dual_step_size=self.dual_step_size,
+            dual_init=self.dual_init,
+            dual_warmup_steps=self.dual_warmup_steps,
+        )
+
+
 @dataclass
 class SFTHParams:
     """Supervised fine-tuning on the retain set (used to train target and retain-only models)."""
@@ -261,6 +315,7 @@ METHODS: dict[str, type] = {
     "simnpo": SimNPOHParams,
     "idk": IdkHParams,
     "rmu": RMUHParams,
+    "pdu": PDUHParams,
     "sft": SFTHParams,
 }
 

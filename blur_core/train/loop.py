@@ -4,10 +4,11 @@ One optimizer step (K = grad_accum micro-batches, docs/architecture.md section 4
   1. for each micro-batch: forget forward, backward(L_f / K) into buffer F;
      retain forward, backward(L_r / K) into buffer R (separate forward passes);
   2. at the boundary: F, R averaged over data-parallel ranks (by the backend);
-  3. d = combiner(F, R) (BLUR direction or weighted sum), computed in place;
+  3. d = combiner(F, R) (BLUR direction, weighted sum or PDU), computed in place;
   4. d scaled to max_grad_norm if its global norm exceeds it, then one optimizer step;
   5. one host synchronisation reads losses and statistics; a non-finite value stops
-     the run before the step is applied, with an error naming the step.
+     the run before the step is applied, with an error naming the step;
+  6. PDU only: the dual ascends on the step's global-batch retain loss (a float, no sync).
 
 Outputs in ``output_dir``: ``train_log.jsonl`` (one JSON object per step),
 ``run_config.yaml`` (resolved), ``checkpoints/step-N`` (exact resume), with
@@ -37,7 +38,14 @@ import numpy as np
 import torch
 import yaml
 
-from blur_core.bilevel import DirectionStats, blur_direction, clip_coefficient, weighted_sum
+from blur_core.bilevel import (
+    DirectionStats,
+    blur_direction,
+    clip_coefficient,
+    dual_update,
+    pdu_direction,
+    weighted_sum,
+)
 from blur_core.config import ConfigError, to_dict
 from blur_core.data import (
     QADataset,
@@ -141,7 +149,12 @@ class _Progress:
         if self.bar is None:
             return
         post = {}
-        for key, label in (("loss_forget", "L_f"), ("loss_retain", "L_r"), ("xi", "xi")):
+        for key, label in (
+            ("loss_forget", "L_f"),
+            ("loss_retain", "L_r"),
+            ("xi", "xi"),
+            ("dual", "dual"),
+        ):
             if rec.get(key) is not None:
                 post[label] = f"{rec[key]:.4g}"
         self.bar.set_postfix(post, refresh=False)
@@ -214,6 +227,7 @@ def run(cfg: RunConfig, ctx: DistContext | None = None) -> RunResult:
             f"train.export_steps = {exports}: step {exports[-1]} is beyond the run's {total} steps"
         )
     start_step, ref_logprobs = 0, None
+    dual = objective.dual_init if objective.combiner == "pdu" else None  # PDU's multiplier
     fingerprint = run_fingerprint(cfg)
     # never resume past an export step whose weights are missing (Snakemake removes a job's
     # outputs before it restarts it): resume from a checkpoint at or before the first of them
@@ -237,6 +251,10 @@ def run(cfg: RunConfig, ctx: DistContext | None = None) -> RunResult:
     if ckpt is not None:
         state = load_checkpoint(ckpt, backend, ctx)
         start_step, ref_logprobs = state["step"], state.get("ref_logprobs")
+        if dual is not None:
+            if state.get("dual") is None:
+                raise RuntimeError(f"checkpoint {ckpt} holds no PDU dual variable")
+            dual = state["dual"]
         if ref_logprobs is not None:
             ref_logprobs = ref_logprobs.to(ctx.device)
     if ctx.is_main:
@@ -304,6 +322,10 @@ def run(cfg: RunConfig, ctx: DistContext | None = None) -> RunResult:
                     all_reduce=all_reduce,
                     inplace=True,
                 )
+            elif objective.combiner == "pdu":
+                direction, stats = pdu_direction(
+                    F, R, dual, objective.forget_weight, all_reduce=all_reduce, inplace=True
+                )
             else:
                 direction, stats = weighted_sum(
                     F,
@@ -320,7 +342,7 @@ def run(cfg: RunConfig, ctx: DistContext | None = None) -> RunResult:
                 [torch.stack([loss_f, loss_r, scale.double(), n_tok]), stats.stacked()]
             ).tolist()
             tokens = int(values.pop(3))
-            rec = _step_record(step, values, objective, stats)
+            rec = _step_record(step, values, objective, stats, dual)
             lr = tcfg.lr * lr_factor(step, total, tcfg.warmup_steps, tcfg.schedule)
             bad = [k for k, v in rec.items() if isinstance(v, float) and not math.isfinite(v)]
             if bad:
@@ -331,6 +353,7 @@ def run(cfg: RunConfig, ctx: DistContext | None = None) -> RunResult:
                 )
             backend.apply(direction, scale)
             backend.step(lr)
+            dual = _next_dual(objective, dual, step, rec["loss_retain"])
             rec.update(lr=lr, step_time_s=time.perf_counter() - t0)
             last = rec
             if log_file is not None:
@@ -344,7 +367,10 @@ def run(cfg: RunConfig, ctx: DistContext | None = None) -> RunResult:
                 save_checkpoint(
                     out,
                     done,
-                    {"ref_logprobs": None if ref_logprobs is None else ref_logprobs.cpu()},
+                    {
+                        "ref_logprobs": None if ref_logprobs is None else ref_logprobs.cpu(),
+                        "dual": dual,
+                    },
                     backend,
                     ctx,
                     tcfg.keep_checkpoints,
@@ -377,6 +403,7 @@ def run(cfg: RunConfig, ctx: DistContext | None = None) -> RunResult:
             "tokens_per_s": tokens * W / wall if wall > 0 else None,
             "peak_memory_mb": _peak_memory_mb(ctx.device),
             "final": last,
+            "dual": dual,  # PDU: the multiplier after the last step's ascent
             "provenance": provenance(
                 "unlearn",
                 config=cfg.resolved(),
@@ -444,8 +471,20 @@ def _truncate_log(path: Path, keep_steps: int) -> None:
     path.write_text("".join(ln + "\n" for ln in kept))
 
 
+def _next_dual(objective: Objective, dual: float | None, step: int, loss_retain: float):
+    """PDU's multiplier after step ``step`` (0-based): held during the warmup steps, then the
+    projected ascent on that step's global-batch retain loss; None for other combiners."""
+    if objective.combiner != "pdu" or step < objective.dual_warmup_steps:
+        return dual
+    return dual_update(dual, loss_retain, objective.retain_loss_eps, objective.dual_step_size)
+
+
 def _step_record(
-    step: int, values: list[float], objective: Objective, stats: DirectionStats
+    step: int,
+    values: list[float],
+    objective: Objective,
+    stats: DirectionStats,
+    dual: float | None = None,
 ) -> dict:
     loss_f, loss_r, scale, *stat_values = values
     s = dict(zip(stats.names(), stat_values))
@@ -454,6 +493,7 @@ def _step_record(
         "loss_forget": loss_f if objective.uses_forget else None,
         "loss_retain": loss_r if objective.uses_retain else None,
         "xi": s["xi"] if objective.combiner == "blur" else None,
+        "dual": dual,  # PDU: the multiplier that weighted this step's retain gradient
         "dot": s["dot"],
         "norm_f": s["norm_f"],
         "norm_r": s["norm_r"],

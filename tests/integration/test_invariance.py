@@ -2,11 +2,13 @@
 
 batch 8 x accum 1  ==  batch 1 x accum 8  ==  2 DDP ranks (gloo) x batch 2 x accum 2,
 compared on final weights and on xi (max abs diff <= 1e-6), with SGD lr=1 and no clipping
-so that any difference in the combined direction shows in the weights directly.
+so that any difference in the combined direction shows in the weights directly. PDU over two
+steps (lr 0.3): the weights and the dual (logged per step and final) within the same 1e-6.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -106,3 +108,62 @@ def test_comparison_has_signal(target_model, embedded, tmp_path):
         runs[seed] = (load_weights(out / "model"), read_log(out)[0]["xi"])
     assert max_abs_diff(runs[0][0], runs[1][0]) > 100 * TOL
     assert abs(runs[0][1] - runs[1][1]) > 100 * TOL
+
+
+# PDU: two steps, so that the second step's direction uses the dual raised by the first step's
+# retain loss (eps below the retain NLL, a large step size: the dual moves by ~0.6)
+PDU = {
+    "name": "pdu",
+    "forget_loss": "npo",
+    "retain_loss": "nll",
+    "retain_loss_eps": 0.0,
+    "dual_step_size": 20.0,
+    "dual_init": 0.5,
+}
+
+
+def _pdu_result(out) -> tuple[dict, list[float], float]:
+    summary = json.loads((out / "summary.json").read_text())
+    return load_weights(out / "model"), [r["dual"] for r in read_log(out)], summary["dual"]
+
+
+def test_pdu_two_steps_invariant_to_batch_split_and_ranks(target_model, embedded, tmp_path):
+    """PDU's dual ascends on the step's global-batch retain loss, so the dual and the weights
+    after two SGD steps are the same for 8 x 1, 1 x 8 and 2 ranks x 2 x 2."""
+    train = dict(max_steps=2, lr=0.3)
+    results = {}
+    runs = {
+        "8x1": (PDU, 8, 1),
+        "1x8": (PDU, 1, 8),
+        # signal: half the dual step moves the step-2 dual by ~0.3, the weights by >> TOL
+        "8x1-half-step": ({**PDU, "dual_step_size": PDU["dual_step_size"] / 2}, 8, 1),
+    }
+    for name, (method, mb, accum) in runs.items():
+        out = tmp_path / name
+        cfg = run_config(target_model, out, method, embedded, **train)
+        cfg["train"].update(micro_batch_size=mb, grad_accum=accum)
+        run(parse_run_config(cfg))
+        results[name] = _pdu_result(out)
+    out = tmp_path / "2ranks-2x2"
+    _run_torchrun(
+        run_config(target_model, out, PDU, embedded, micro_batch_size=2, grad_accum=2, **train),
+        tmp_path,
+    )
+    results["2x2x2"] = _pdu_result(out)
+
+    ref_w, ref_duals, ref_final = results["8x1"]
+    update = max_abs_diff(load_weights(target_model), ref_w)
+    assert update > 1e-3, f"two steps barely moved the weights ({update}): no signal"
+    assert ref_duals[0] == PDU["dual_init"] and ref_duals[1] > PDU["dual_init"] + 0.1, ref_duals
+    signal = max_abs_diff(ref_w, results["8x1-half-step"][0])
+    assert signal > 100 * TOL, f"the dual barely changes the weights ({signal:.3g}): no signal"
+    for name in ("1x8", "2x2x2"):
+        weights, duals, final = results[name]
+        diff = max_abs_diff(ref_w, weights)
+        d_dual = max(abs(a - b) for a, b in zip([*duals, final], [*ref_duals, ref_final]))
+        print(
+            f"pdu {name}: max|dW|={diff:.3g} max|d dual|={d_dual:.3g} update={update:.3g} "
+            f"(half dual step: max|dW|={signal:.3g})"
+        )
+        assert diff <= TOL, f"{name} vs 8x1: max abs weight diff {diff:.3g} > {TOL}"
+        assert d_dual <= TOL, f"{name}: duals {[*duals, final]} vs {[*ref_duals, ref_final]}"

@@ -3,6 +3,7 @@ exact resume, and failures that stop the run loudly."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -177,6 +178,107 @@ def test_resume_from_checkpoint_is_bit_identical(target_model, embedded, tmp_pat
     import json
 
     assert json.loads((tmp_path / "cut" / "summary.json").read_text())["resumed_from"] == 4
+
+
+PDU_METHOD = {
+    "name": "pdu",
+    "forget_loss": "npo",
+    "retain_loss": "nll",
+    "retain_loss_eps": 0.0,  # below the retain NLL: the constraint is violated, the dual rises
+    "dual_step_size": 20.0,
+    "dual_init": 0.5,
+    "dual_warmup_steps": 1,
+}
+
+
+def _check_pdu_log(log: list[dict], method: dict) -> None:
+    """The logged dual follows the projected ascent on the logged retain loss, and the update
+    is d = w_f F + dual R: ||d||^2 = w_f^2 ||F||^2 + 2 w_f dual <R,F> + dual^2 ||R||^2."""
+    eta, eps, warmup = (
+        method["dual_step_size"],
+        method["retain_loss_eps"],
+        method["dual_warmup_steps"],
+    )
+    assert log[0]["dual"] == method["dual_init"]
+    for prev, rec in itertools.pairwise(log):
+        expected = prev["dual"]
+        if prev["step"] > warmup:
+            expected = max(0.0, prev["dual"] + eta * (prev["loss_retain"] - eps))
+        assert rec["dual"] == pytest.approx(expected, rel=1e-12, abs=1e-15), rec["step"]
+    wf = method.get("forget_weight", 1.0)
+    for r in log:
+        assert r["xi"] is None
+        d2 = (
+            (wf * r["norm_f"]) ** 2 + 2 * wf * r["dual"] * r["dot"] + (r["dual"] * r["norm_r"]) ** 2
+        )
+        assert r["update_norm_raw"] ** 2 == pytest.approx(d2, rel=1e-4)
+
+
+def test_pdu_resume_restores_the_dual_bit_identically(
+    target_model, embedded, tmp_path, monkeypatch
+):
+    """A PDU run preempted after its step-4 checkpoint and resumed ends with the weights, the
+    dual trajectory and the final dual of the uninterrupted run, bit for bit; a checkpoint
+    without the dual is refused rather than resumed from dual_init."""
+    import json
+
+    train = dict(
+        max_steps=6,
+        optimizer="adamw",
+        lr=1e-3,
+        max_grad_norm=1.0,
+        save_every=2,
+        keep_checkpoints=5,
+        micro_batch_size=4,
+        grad_accum=2,
+    )
+    full = run(
+        parse_run_config(run_config(target_model, tmp_path / "full", PDU_METHOD, embedded, **train))
+    )
+    cfg = parse_run_config(
+        run_config(target_model, tmp_path / "cut", PDU_METHOD, embedded, **train)
+    )
+    real_step = backend_mod.LocalBackend.step
+    monkeypatch.setattr(backend_mod.LocalBackend, "step", _preempted_at(5))
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg)
+    monkeypatch.setattr(backend_mod.LocalBackend, "step", real_step)
+    ckpt = tmp_path / "cut" / "checkpoints" / "step-000004"
+    saved = torch.load(ckpt / "state.pt", weights_only=False)["dual"]
+    (full_log,) = [read_log(tmp_path / "full")]
+    print(f"pdu dual: {[r['dual'] for r in full_log]}, checkpointed after step 4: {saved}")
+    assert saved == full_log[4]["dual"] and saved > 2 * PDU_METHOD["dual_init"], (
+        "the dual barely moved: the resume test would not see a lost dual"
+    )
+    resumed = run(cfg)
+
+    a, b = load_weights(full.model_dir), load_weights(resumed.model_dir)
+    assert all(torch.equal(a[k], b[k]) for k in a), f"max abs diff {max_abs_diff(a, b)}"
+    log = read_log(tmp_path / "cut")
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]
+    assert [r["dual"] for r in log] == [r["dual"] for r in full_log]
+    summaries = [json.loads((tmp_path / d / "summary.json").read_text()) for d in ("full", "cut")]
+    assert summaries[1]["resumed_from"] == 4
+    assert summaries[0]["dual"] == summaries[1]["dual"] is not None
+    _check_pdu_log(log, PDU_METHOD)
+
+    state = torch.load(ckpt / "state.pt", weights_only=False)
+    torch.save({**state, "dual": None}, ckpt / "state.pt")
+    with pytest.raises(RuntimeError, match="holds no PDU dual"):
+        run(cfg)
+
+
+def test_pdu_dual_falls_to_zero_when_the_constraint_is_slack(target_model, embedded, tmp_path):
+    """With eps far above the retain loss the dual is projected to 0 and the update is the
+    forget gradient alone (d = F: ||d|| = ||F||)."""
+    method = {**PDU_METHOD, "retain_loss_eps": 50.0, "dual_step_size": 1.0, "dual_warmup_steps": 0}
+    run(
+        parse_run_config(run_config(target_model, tmp_path, method, embedded, max_steps=3, lr=1e-3))
+    )
+    log = read_log(tmp_path)
+    assert [r["dual"] for r in log] == [0.5, 0.0, 0.0]
+    assert log[2]["update_norm_raw"] == pytest.approx(log[2]["norm_f"], rel=1e-6)
+    _check_pdu_log(log, method)
 
 
 def test_nan_loss_stops_run_and_writes_no_model(target_model, embedded, tmp_path, monkeypatch):

@@ -13,7 +13,9 @@ single-process LocalBackend runs made in the pytest process:
 * AdamW, 5 steps, ZeRO-3 vs single process within 1e-5;
 * a weighted-sum baseline (GradDiff) and a KL-retain method (reference model under ZeRO-3);
 * resume from a ZeRO checkpoint reproduces the uninterrupted run, and the converted
-  checkpoint's logits equal the engine's within 1e-6.
+  checkpoint's logits equal the engine's within 1e-6;
+* PDU, two SGD steps under ZeRO-2 and ZeRO-3 (2 ranks x 2 x 2), equals the single process in
+  the weights and the dual within 1e-6, and a ZeRO-2 resume restores the dual bit for bit.
 """
 
 from __future__ import annotations
@@ -42,6 +44,15 @@ BLUR_NPO = {"name": "blur", "forget_loss": "npo", "retain_loss": "nll", "gamma":
 GRADDIFF = {"name": "graddiff"}
 SFT = {"name": "sft"}  # fine-tuning (the pipeline's target / retain models and relearning)
 BLUR_KL = {"name": "blur", "forget_loss": "npo", "retain_loss": "kl", "gamma": 0.3}
+# the dual rises from 0.5 by ~0.6 after step 1 (eps below the retain NLL), so step 2 uses it
+PDU = {
+    "name": "pdu",
+    "forget_loss": "npo",
+    "retain_loss": "nll",
+    "retain_loss_eps": 0.0,
+    "dual_step_size": 20.0,
+    "dual_init": 0.5,
+}
 TOL = 1e-6
 ADAM_TOL = 1e-5
 LOGIT_TOL = 1e-6
@@ -99,6 +110,11 @@ OTHER = {
         dict(SGD, lr=0.3, max_steps=2, micro_batch_size=2, grad_accum=2),
         None,
     ),
+}
+PDU_TRAIN = dict(SGD, lr=0.3, max_steps=2)
+PDU_RUNS = {
+    f"{stage}-pdu-2steps": (PDU, stage, dict(PDU_TRAIN, micro_batch_size=2, grad_accum=2), None)
+    for stage in ("zero2", "zero3")
 }
 RESUME_TRAIN = dict(
     optimizer="adamw",
@@ -215,7 +231,7 @@ def zero_runs(target_model, embedded, tmp_path_factory):
     """All 2-rank DeepSpeed runs of this module, in one torchrun launch."""
     root = tmp_path_factory.mktemp("zero")
     plan, outs = [], {}
-    for name, (method, ds, train, bug) in {**EXACT, **BUGS, **OTHER}.items():
+    for name, (method, ds, train, bug) in {**EXACT, **BUGS, **OTHER, **PDU_RUNS}.items():
         outs[name] = root / name
         plan.append(
             {
@@ -255,6 +271,15 @@ def zero_runs(target_model, embedded, tmp_path_factory):
             ),
         }
     )
+    # PDU under ZeRO-2: the same resume, the dual restored from the step-2 checkpoint
+    outs["pdu-resume-full"], outs["pdu-resume-part"] = root / "pdu-full", root / "pdu-part"
+    for key in ("pdu-resume-full", "pdu-resume-part"):
+        if key == "pdu-resume-part":
+            src = outs["pdu-resume-full"] / "checkpoints" / "step-000002"
+            dst = outs[key] / "checkpoints" / "step-000002"
+            plan.append({"kind": "copy", "src": str(src), "dst": str(dst)})
+        cfg = _zero_cfg(target_model, outs[key], PDU, embedded, "zero2", **RESUME_TRAIN)
+        plan.append({"kind": "run", "config": cfg})
     outs["logits"] = root / "engine_logits.pt"
     plan.append(
         {"kind": "logits", "ckpt": str(ckpt), "config": full_cfg, "out": str(outs["logits"])}
@@ -299,6 +324,7 @@ def local_runs(target_model, embedded, tmp_path_factory):
         "graddiff": (GRADDIFF, dict(SGD)),
         "sft-2steps": (SFT, dict(SGD, lr=0.3, max_steps=2)),
         "kl-2steps": (BLUR_KL, dict(OTHER["zero3-kl-2steps"][2], micro_batch_size=8, grad_accum=1)),
+        "pdu-2steps": (PDU, dict(PDU_TRAIN)),
     }
     outs = {}
     for name, (method, train) in refs.items():
@@ -395,6 +421,40 @@ def test_zero_resume_reproduces_uninterrupted_run(zero_runs):
     assert diff == 0.0, f"resumed run differs from the uninterrupted one by {diff:.3g}"
     assert [r["step"] for r in read_log(part)] == [3, 4]
     assert read_log(part)[0]["loss_forget"] == read_log(full)[2]["loss_forget"]
+
+
+def _final_dual(run_dir: Path) -> float:
+    return json.loads((run_dir / "summary.json").read_text())["dual"]
+
+
+@pytest.mark.parametrize("name", sorted(PDU_RUNS))
+def test_zero_pdu_equals_single_process(name, zero_runs, local_runs, target_model):
+    """PDU's dual comes from the all-reduced retain loss: the same on both ranks and equal
+    to the single process's, so the second step's direction is too."""
+    ref = local_runs["pdu-2steps"]
+    ref_w, ref_log = load_weights(ref / "model"), read_log(ref)
+    assert ref_log[1]["dual"] > PDU["dual_init"] + 0.1, "the dual barely moved: no signal"
+    assert max_abs_diff(load_weights(target_model), ref_w) > 1e-3
+    diff = max_abs_diff(ref_w, load_weights(zero_runs[name] / "model"))
+    # the dual of each step and the final one (after step 2's ascent)
+    duals = [*(r["dual"] for r in read_log(zero_runs[name])), _final_dual(zero_runs[name])]
+    ref_duals = [*(r["dual"] for r in ref_log), _final_dual(ref)]
+    d_dual = max(abs(a - b) for a, b in zip(duals, ref_duals))
+    print(f"{name}: max|dW|={diff:.3g} max|d dual|={d_dual:.3g} (duals {duals})")
+    assert diff <= TOL, f"{name}: max abs weight diff {diff:.3g} > {TOL}"
+    assert d_dual <= TOL, f"{name}: duals {duals} vs single process {ref_duals}"
+
+
+def test_zero_pdu_resume_restores_the_dual(zero_runs):
+    full, part = zero_runs["pdu-resume-full"], zero_runs["pdu-resume-part"]
+    assert json.loads((part / "summary.json").read_text())["resumed_from"] == 2
+    diff = max_abs_diff(load_weights(full / "model"), load_weights(part / "model"))
+    full_duals = [r["dual"] for r in read_log(full)]
+    print(f"pdu zero2 resume: max|dW|={diff:.3g}; duals {full_duals}")
+    assert full_duals[2] > 2 * PDU["dual_init"], "the dual barely moved: a lost dual would not show"
+    assert diff == 0.0, f"resumed PDU run differs from the uninterrupted one by {diff:.3g}"
+    assert [r["dual"] for r in read_log(part)] == full_duals[2:]
+    assert _final_dual(full) == _final_dual(part)
 
 
 def test_zero_exported_step_equals_its_checkpoint(zero_runs, tmp_path):

@@ -28,7 +28,9 @@ from blur_core.bilevel import (
     DirectionStats,
     blur_direction,
     clip_coefficient,
+    dual_update,
     partial_sums,
+    pdu_direction,
     weighted_sum,
 )
 
@@ -507,6 +509,85 @@ def test_weighted_sum_not_inplace_leaves_inputs():
     d, _ = weighted_sum(forget, retain, 2.0, 3.0)
     assert all(torch.equal(a, b) for a, b in zip(forget + retain, before))
     assert not any(x is y for x in d for y in forget + retain)
+
+
+# ----------------------------------------------------------------- PDU
+
+
+def test_pdu_direction_values():
+    # d = 0.5 F + 2 R = [0.5, 2], [3];  ||d||^2 = 0.25 + 4 + 9 = 13.25
+    forget, retain = small()
+    d, stats = pdu_direction(forget, retain, dual=2.0, forget_weight=0.5)
+    assert as_list(d) == [0.5, 2.0, 3.0]
+    s = stats.to_dict()
+    assert s["norm_d"] == pytest.approx(math.sqrt(13.25), rel=1e-12)
+    assert (s["xi"], s["fallback"], s["dot"]) == (0.0, 0.0, 2.0)
+    assert s["cosine"] == pytest.approx(COS_FR, rel=1e-12)
+
+
+def test_pdu_direction_inplace_and_zero_dual():
+    # dual 0 (constraint slack): d = F = [1, 0], [2], written into the retain buffers
+    forget, retain = small()
+    ids = [id(t) for t in retain]
+    d, stats = pdu_direction(forget, retain, dual=0.0, inplace=True)
+    assert [id(t) for t in d] == ids
+    assert as_list(retain) == [1.0, 0.0, 2.0]
+    assert float(stats.norm_d) == pytest.approx(SQRT5, rel=1e-12)
+
+
+def test_pdu_direction_sharded_equals_unsharded():
+    full, shard0, shard1 = _full_and_shards()
+    d_full, st_full = pdu_direction(*full, 0.75, 1.5)
+    ar0 = AddOther(_sums_of(shard1))
+    d0, st0 = pdu_direction(*shard0, 0.75, 1.5, all_reduce=ar0)
+    assert ar0.calls == 1
+    assert st0.to_dict() == st_full.to_dict()
+    assert torch.equal(d0[0], d_full[0][:3]) and torch.equal(d0[1], d_full[1][0])
+    # d = 1.5 F + 0.75 R on the first parameter: integer-valued inputs, exact
+    assert d_full[0].tolist() == [1.5, -2.25, 5.25, -1.5, 4.5, 3.75]
+
+
+@pytest.mark.parametrize(
+    ("dual", "weight", "name"),
+    [(-0.1, 1.0, "dual"), (math.inf, 1.0, "dual"), (1.0, 0.0, "forget_weight")],
+)
+def test_pdu_direction_bad_arguments_raise(dual, weight, name):
+    forget, retain = small()
+    with pytest.raises(ValueError, match=name):
+        pdu_direction(forget, retain, dual, weight)
+
+
+@pytest.mark.parametrize(
+    ("dual", "loss", "eps", "eta", "expected"),
+    [
+        (1.0, 0.8, 0.5, 2.0, 1.6),  # violated by 0.3: 1 + 2 * 0.3
+        (1.0, 0.5, 0.5, 2.0, 1.0),  # on the boundary: unchanged
+        (1.0, 0.25, 0.5, 2.0, 0.5),  # slack 0.25: 1 - 2 * 0.25
+        (0.25, 0.1, 0.5, 1.0, 0.0),  # 0.25 - 0.4 < 0: projected to 0
+        (0.0, 0.1, 0.5, 1.0, 0.0),  # at 0 and slack: stays at 0
+        (0.0, 1.5, 0.5, 0.5, 0.5),  # at 0 and violated by 1: leaves 0
+    ],
+)
+def test_dual_update_hand_values(dual, loss, eps, eta, expected):
+    assert dual_update(dual, loss, eps, eta) == pytest.approx(expected, abs=1e-15)
+
+
+def test_dual_update_returns_float():
+    assert type(dual_update(1, 2, 1, 1)) is float
+
+
+@pytest.mark.parametrize(
+    ("args", "name"),
+    [
+        ((-1.0, 0.5, 0.1, 1.0), "dual"),
+        ((1.0, math.nan, 0.1, 1.0), "retain_loss"),
+        ((1.0, 0.5, math.inf, 1.0), "retain_loss_eps"),
+        ((1.0, 0.5, 0.1, 0.0), "step_size"),
+    ],
+)
+def test_dual_update_bad_arguments_name_them(args, name):
+    with pytest.raises(ValueError, match=name):
+        dual_update(*args)
 
 
 # ----------------------------------------------------------------- clip_coefficient

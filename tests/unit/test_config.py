@@ -11,7 +11,7 @@ from blur_core.config import ConfigError
 from blur_core.methods import METHODS, build_objective, resolved_hparams
 from blur_core.train.config import load_run_config, parse_run_config
 
-ALL_METHODS = ["blur", "ga", "graddiff", "npo", "simnpo", "idk", "rmu", "sft"]
+ALL_METHODS = ["blur", "ga", "graddiff", "npo", "simnpo", "idk", "rmu", "pdu", "sft"]
 
 BLUR_DEFAULTS = {
     "gamma": 0.1,
@@ -37,7 +37,7 @@ def test_registry_lists_the_documented_methods():
 def test_every_method_builds_with_defaults(name):
     obj = build_objective(name)
     assert obj.method == name
-    assert obj.combiner in ("blur", "weighted")
+    assert obj.combiner in ("blur", "weighted", "pdu")
     assert obj == build_objective(name, {})
 
 
@@ -193,6 +193,51 @@ def test_gamma_zero_is_valid():
 def test_infinite_gamma_rejected_by_config():
     with pytest.raises(ConfigError, match="gamma"):
         build_objective("blur", {"gamma": math.inf})
+
+
+def test_pdu_hparams_reach_objective():
+    obj = build_objective(
+        "pdu",
+        {
+            "retain_loss_eps": 0.3,
+            "dual_step_size": 5,
+            "dual_init": 100,
+            "dual_warmup_steps": 4,
+            "forget_weight": 2,
+            "forget_loss": "simnpo",
+            "retain_loss": "kl",
+            "beta": 2.5,
+        },
+    )
+    assert (obj.combiner, obj.forget_loss, obj.retain_loss) == ("pdu", "simnpo", "kl")
+    assert (obj.retain_loss_eps, obj.dual_step_size, obj.dual_init) == (0.3, 5.0, 100.0)
+    assert (obj.dual_warmup_steps, obj.forget_weight, obj.beta) == (4, 2.0, 2.5)
+    # the constraint needs the retain loss even when the multiplier starts (or stays) at 0
+    at_zero = build_objective("pdu", {"dual_init": 0})
+    assert at_zero.uses_forget and at_zero.uses_retain
+
+
+@pytest.mark.parametrize(
+    ("hp", "key", "value"),
+    [
+        ({"retain_loss_eps": -0.1}, "retain_loss_eps", "-0.1"),
+        ({"retain_loss_eps": math.inf}, "retain_loss_eps", "inf"),
+        ({"dual_step_size": 0}, "dual_step_size", "0"),
+        ({"dual_step_size": math.inf}, "dual_step_size", "inf"),
+        ({"dual_init": -1}, "dual_init", "-1"),
+        ({"dual_warmup_steps": -2}, "dual_warmup_steps", "-2"),
+        ({"dual_warmup_steps": 1.5}, "dual_warmup_steps", "1.5"),
+        ({"forget_weight": 0}, "forget_weight", "0"),
+        ({"forget_loss": "rmu"}, "forget_loss", "rmu"),
+        ({"retain_loss": "rmu"}, "retain_loss", "rmu"),
+        ({"gamma": 0.1}, "gamma", "gamma"),
+    ],
+)
+def test_pdu_bad_hparams_name_key_and_value(hp, key, value):
+    with pytest.raises(ConfigError) as exc:
+        build_objective("pdu", hp)
+    msg = str(exc.value)
+    assert f"method.{key}" in msg and value in msg
 
 
 # ------------------------------------------------------------------ Objective properties
