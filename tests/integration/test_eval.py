@@ -103,6 +103,90 @@ def test_batched_answer_nll_equals_one_at_a_time_and_training_loss(target, recor
     assert torch.isfinite(short).all() and not torch.allclose(short, batched)
 
 
+def _candidate_pairs(records) -> tuple[list[str], list[str]]:
+    """TOFU's scoring workload: every question with its answer, paraphrase and perturbed answers."""
+    questions, answers = [], []
+    for r in records:
+        for a in [r["answer"], r["paraphrased_answer"], *r["perturbed_answer"]]:
+            questions.append(r["question"])
+            answers.append(a)
+    return questions, answers
+
+
+def test_packed_answer_nll_equals_padded_path(target, records):
+    model, tok = target
+    questions, answers = _candidate_pairs(records[:12])
+    assert len(set(questions)) < len(questions), "no shared prompts: sharing not exercised"
+    padded = answer_nll(
+        model, tok, questions, answers, batch_size=6, max_length=64, scoring="padded"
+    )
+    packed = answer_nll(
+        model, tok, questions, answers, max_length=64, scoring="packed", batch_tokens=256
+    )
+    assert answer_nll(model, tok, questions[:3], answers[:3], max_length=64).shape == (3,)
+    delta = float((packed - padded).abs().max())
+    assert delta <= 1e-4, delta
+    # truncated answers are scored on the kept tokens on both paths
+    with pytest.warns(UserWarning, match="exceed max_length=16"):
+        short_packed = answer_nll(model, tok, questions, answers, max_length=16, scoring="packed")
+    with pytest.warns(UserWarning, match="exceed max_length=16"):
+        short_padded = answer_nll(model, tok, questions, answers, max_length=16, scoring="padded")
+    assert float((short_packed - short_padded).abs().max()) <= 1e-4
+    with pytest.raises(ValueError, match="scoring must be one of"):
+        answer_nll(model, tok, questions, answers, scoring="fast")
+
+
+def _numbers(tree, prefix=""):
+    """Every number of a JSON tree, by its path (strings must match exactly)."""
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _numbers(value, f"{prefix}.{key}")
+    elif isinstance(tree, list):
+        for i, value in enumerate(tree):
+            yield from _numbers(value, f"{prefix}[{i}]")
+    else:
+        yield prefix, tree
+
+
+def test_evaluate_tofu_packed_equals_padded_path(target, embedded):
+    model, tok = target
+    sets = _tofu_sets(embedded)
+    results = {
+        scoring: evaluate_tofu(
+            model,
+            tok,
+            sets,
+            QAFormat(),
+            batch_size=8,
+            max_new_tokens=16,
+            max_length=64,
+            scoring=scoring,
+        )
+        for scoring in ("padded", "packed")
+    }
+    old, new = (dict(_numbers(results[s])) for s in ("padded", "packed"))
+    assert old.keys() == new.keys()
+    worst = 0.0
+    for path, value in old.items():
+        if isinstance(value, str):
+            assert new[path] == value, path
+        else:
+            worst = max(worst, abs(new[path] - value))
+    assert worst <= 1e-4, worst
+    assert len(old) > 200  # every per-example value and aggregate was compared
+
+
+@pytest.mark.slow
+def test_packed_answer_nll_equals_padded_path_on_smollm2(smollm2_dir, shared_data):
+    model, tok = load_model(str(smollm2_dir)), load_tokenizer(str(smollm2_dir))
+    records = load_records(shared_data / "tofu" / "forget01_perturbed.json")[:4]
+    questions, answers = _candidate_pairs(records)
+    padded = answer_nll(model, tok, questions, answers, batch_size=8, scoring="padded")
+    packed = answer_nll(model, tok, questions, answers, scoring="packed")
+    delta = float((packed - padded).abs().max())
+    assert delta <= 1e-4, delta
+
+
 def test_evaluate_tofu_keys_values_and_memorisation(target, base, embedded):
     sets = _tofu_sets(embedded)
     results = {
