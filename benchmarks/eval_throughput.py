@@ -20,7 +20,11 @@ first two items is not timed):
       ``answer_nll(batch_size=1 | B, scoring="padded")`` vs ``answer_nll(scoring="packed")``
       (each question's prompt once, its 7 answers after it, block mask); the max |delta
       NLL| of packed vs padded is reported.
-  (c) greedy generation: ``n_gen`` questions, ``greedy_generate(batch_size=1 | B)``.
+
+Part ``generation``: ``n_gen`` forget01 questions, ``greedy_generate`` one at a time and
+batched with ``model.generate`` (``decoder="generate"``: a finished row runs until the
+batch's last one ends) and batched with our loop (``decoder="auto"``: rows that produced
+EOS leave the batch); the texts of the three are compared.
 
 Tokens processed are the model inputs including padding (``B x T`` per forward pass);
 the padding share is ``1 - real / processed``.
@@ -151,11 +155,34 @@ def mc_tokens(model, tok, items, batch_size: int) -> dict:
     }
 
 
-def gen_tokens(tok, questions, batch_size: int) -> dict:
+def gen_tokens(model, tok, questions, batch_size: int, max_new_tokens: int) -> dict:
+    """(real, processed) tokens of generation: the prompts (padded) plus one token per
+    row and step; a row past its EOS counts as padding under ``model.generate`` (it runs
+    until the batch's last row ends) and is not run by our loop."""
     from blur_core.data import QAFormat, encode_prompt
+    from blur_core.eval.generation import _eos_ids, greedy_decode, left_pad
+    from blur_core.eval.likelihood import length_sorted_batches
 
-    lengths = [len(encode_prompt(tok, q, QAFormat())) for q in questions]
-    return {"single": padded_tokens(lengths, 1), "batched": padded_tokens(lengths, batch_size)}
+    prompts = [encode_prompt(tok, q, QAFormat()) for q in questions]
+    eos = _eos_ids(model, tok)
+    # each row's own new-token count (EOS included), one at a time
+    new_len = [
+        len(greedy_decode(model, *left_pad([p], tok.pad_token_id), max_new_tokens, eos)[0])
+        for p in prompts
+    ]
+    lengths = [len(p) for p in prompts]
+    out = {}
+    for mode, size in (("single", 1), ("batched", batch_size), ("packed", batch_size)):
+        real = processed = 0
+        for b in length_sorted_batches(lengths, size):
+            width, steps = max(lengths[i] for i in b), max(new_len[i] for i in b)
+            real += sum(lengths[i] + new_len[i] for i in b)
+            if mode == "packed":
+                processed += len(b) * width + sum(new_len[i] for i in b)
+            else:
+                processed += len(b) * (width + steps)
+        out[mode] = (real, processed)
+    return out
 
 
 def tofu_candidates(records) -> tuple[list[str], list[str]]:
@@ -171,7 +198,6 @@ def tofu_candidates(records) -> tuple[list[str], list[str]]:
 def part_throughput(args, model, tok) -> dict:
     from blur_core.data import load_records
     from blur_core.data.mc import load_mmlu, load_wmdp, select_items
-    from blur_core.eval.generation import greedy_generate
     from blur_core.eval.likelihood import answer_nll
     from blur_core.eval.mc import evaluate_mc
 
@@ -231,24 +257,44 @@ def part_throughput(args, model, tok) -> dict:
     )
     rows[-1]["max_abs_delta"] = float(delta.abs().max())
 
-    if args.n_gen > 0:
-        gq = [r["question"] for r in records][: args.n_gen]
-        gen_b, new = min(B, len(gq)), args.max_new_tokens
-
-        def gen(q, size):
-            return lambda: greedy_generate(model, tok, q, batch_size=size, max_new_tokens=new)
-
-        rows.append(
-            compare(
-                f"greedy generation ({len(gq)} x {new} new tokens, batch {gen_b})",
-                len(gq),
-                {"single": gen(gq, 1), "batched": gen(gq, gen_b)},
-                {"single": gen(gq[:1], 1), "batched": gen(gq[:2], 2)},
-                gen_tokens(tok, gq, gen_b),
-                max(1, args.reps - 1),
-            )
-        )
     return {"rows": rows}
+
+
+def part_generation(args, model, tok) -> dict:
+    from blur_core.data import load_records
+    from blur_core.eval.generation import greedy_generate
+
+    records = load_records(args.data / "tofu" / "forget01_perturbed.json")
+    gq = [r["question"] for r in records][: args.n_gen]
+    gen_b, new = min(args.batch_size, len(gq)), args.max_new_tokens
+
+    def gen(q, size, decoder):
+        return lambda: greedy_generate(
+            model, tok, q, batch_size=size, max_new_tokens=new, decoder=decoder
+        )
+
+    fns = {
+        "single": gen(gq, 1, "generate"),
+        "batched": gen(gq, gen_b, "generate"),
+        "packed": gen(gq, gen_b, "auto"),
+    }
+    warm = {"single": gen(gq[:1], 1, "generate"), "batched": gen(gq[:2], 2, "generate")}
+    warm["packed"] = gen(gq[:2], 2, "auto")
+    row = compare(
+        f"greedy generation ({len(gq)} x {new} new tokens, batch {gen_b})",
+        len(gq),
+        fns,
+        warm,
+        gen_tokens(model, tok, gq, gen_b, new),
+        args.reps,
+    )
+    row["same_outputs"] = fns["packed"]() == fns["batched"]() == fns["single"]()
+    row["labels"] = {
+        "single": "one-at-a-time (generate)",
+        "batched": "batched (generate)",
+        "packed": "batched, finished rows leave (own loop)",
+    }
+    return {"rows": [row]}
 
 
 def _study_sets(data: Path, limit: int) -> dict:
@@ -375,7 +421,8 @@ def render(meta: dict, throughput: dict | None, study: dict | None, unlearn: dic
         for row in throughput["rows"]:
             for mode, m in row["modes"].items():
                 lines.append(
-                    f"| {row['name']} | {row['n']} | {MODE_NAMES[mode]} | {m['tokens_processed']} "
+                    f"| {row['name']} | {row['n']} | {row.get('labels', MODE_NAMES)[mode]} "
+                    f"| {m['tokens_processed']} "
                     f"| {100 * m['padding_share']:.0f}% | {m['ex_per_s_cpu']:.2f} "
                     f"| {m['ex_per_s_wall']:.2f} | {_ratio(row, mode, 'single')} "
                     f"| {_ratio(row, mode, 'batched')} |"
@@ -386,6 +433,10 @@ def render(meta: dict, throughput: dict | None, study: dict | None, unlearn: dic
                 lines.append(
                     f"- {row['name']}: max |packed - padded| = {row['max_abs_delta']:.2e} "
                     "(NLL per answer token / MC log-likelihood)"
+                )
+            if "same_outputs" in row:
+                lines.append(
+                    f"- {row['name']}: identical texts on all three paths: {row['same_outputs']}"
                 )
         lines.append("")
     if study and unlearn:
@@ -427,7 +478,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help="HF model dir (e.g. the imported SmolLM2)")
     parser.add_argument(
-        "--part", choices=("throughput", "eval", "unlearn", "report"), required=True
+        "--part",
+        choices=("throughput", "generation", "eval", "unlearn", "report"),
+        required=True,
     )
     parser.add_argument("--n", type=int, default=16, help="MC items per benchmark (WMDP-bio, MMLU)")
     parser.add_argument("--n-tofu", type=int, default=12, help="forget01 questions (x 7 answers)")
@@ -452,7 +505,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     args.data = args.data.resolve()
-    parts = {"throughput": part_throughput, "eval": part_eval, "unlearn": part_unlearn}
+    parts = {
+        "throughput": part_throughput,
+        "generation": part_generation,
+        "eval": part_eval,
+        "unlearn": part_unlearn,
+    }
     paths = {p: args.json_dir / f"eval_throughput.{p}.json" for p in parts}
 
     if args.part != "report":
@@ -479,7 +537,12 @@ def main(argv: list[str] | None = None) -> int:
     meta = next((r["meta"] for r in loaded.values() if r), None)
     if meta is None:
         raise SystemExit(f"no results yet: run a part first ({paths})")
-    text = render(meta, loaded["throughput"], loaded["eval"], loaded["unlearn"])
+    rows = [  # generation rows from the generation part (older throughput JSONs had them)
+        r
+        for r in (loaded["throughput"] or {}).get("rows", [])
+        if not (loaded["generation"] and r["name"].startswith("greedy generation"))
+    ] + (loaded["generation"] or {}).get("rows", [])
+    text = render(meta, {"rows": rows} if rows else None, loaded["eval"], loaded["unlearn"])
     print(text)
     args.out.write_text(text, encoding="utf-8")
     return 0

@@ -75,6 +75,34 @@ def test_batched_greedy_equals_one_at_a_time(target, records):
     assert sum(g == r["answer"] for g, r in zip(batched, records[:21])) >= 15, batched
 
 
+def test_greedy_loop_stops_rows_at_eos_and_equals_hf_generate(target, records):
+    from blur_core.eval.generation import greedy_decode, left_pad, plain_greedy
+
+    model, tok = target
+    assert plain_greedy(model)
+    prompts = [encode_prompt(tok, r["question"]) for r in records[:9]]
+    input_ids, mask = left_pad(prompts, tok.pad_token_id)
+    ours = greedy_decode(model, input_ids, mask, 24, {tok.eos_token_id})
+    with torch.no_grad():
+        theirs = model.generate(
+            input_ids=input_ids,
+            attention_mask=mask,
+            do_sample=False,
+            num_beams=1,
+            max_new_tokens=24,
+            pad_token_id=tok.pad_token_id,
+        )[:, input_ids.shape[1] :].tolist()
+    lengths = {len(row) for row in ours}
+    assert len(lengths) > 1 and all(row[-1] == tok.eos_token_id for row in ours if len(row) < 24)
+    for row, ref in zip(ours, theirs):  # generate pads a finished row after its EOS
+        assert ref[: len(row)] == row and all(t == tok.pad_token_id for t in ref[len(row) :])
+    model.generation_config.repetition_penalty = 1.3
+    try:
+        assert not plain_greedy(model)  # then model.generate decodes, with its processors
+    finally:
+        model.generation_config.repetition_penalty = 1.0
+
+
 def test_batched_answer_nll_equals_one_at_a_time_and_training_loss(target, records):
     model, tok = target
     questions = [r["question"] for r in records[:20]]
