@@ -140,10 +140,9 @@ def plain_greedy(model) -> bool:
 
 
 def _eos_ids(model, tokenizer) -> set[int]:
-    """EOS ids that end a row: the generation config's (int or list), else the tokenizer's."""
+    """EOS ids that end a row: ``model.generation_config.eos_token_id`` (int or list), as
+    ``model.generate`` reads them (none: rows run to ``max_new_tokens``)."""
     eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if eos is None:
-        eos = tokenizer.eos_token_id
     if eos is None:
         return set()
     return {int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])}
