@@ -3,7 +3,13 @@
 Every example is tokenised exactly as in training (:func:`blur_core.data.encode_qa`:
 ``prompt ids + answer ids + [eos]``, loss on the answer and EOS only), so an
 evaluation NLL is the training NLL of the same pair. Examples are sorted by length
-and right-padded into batches; each batch is one forward pass.
+and right-padded into batches; each batch is one forward pass (``scoring="padded"``).
+
+The default path (``scoring="auto"``: packed where the model takes a 4D mask) groups
+the pairs that share a prompt (TOFU's answer, paraphrase and perturbed answers of one
+question), runs each prompt once and packs prompts and answers into rows without
+padding (:mod:`blur_core.eval.packing`); the NLLs equal the padded path's within fp32
+noise.
 """
 
 from __future__ import annotations
@@ -15,10 +21,25 @@ from collections.abc import Sequence
 import torch
 
 from blur_core.config import require_int
-from blur_core.data import QAFormat, encode_qa, pad_collate
+from blur_core.data import IGNORE_INDEX, QAFormat, encode_qa, pad_collate
+from blur_core.eval.packing import group_by_prefix, score_packed, supports_packed
 from blur_core.losses import sequence_logprobs
 
-__all__ = ["answer_nll", "length_sorted_batches", "model_device", "teacher_forced_batches"]
+__all__ = [
+    "SCORING_PATHS",
+    "answer_nll",
+    "length_sorted_batches",
+    "model_device",
+    "resolve_scoring",
+    "teacher_forced_batches",
+]
+
+SCORING_PATHS: tuple[str, ...] = ("auto", "packed", "padded")
+"""``packed``: shared prompts, packed rows; ``padded``: one right-padded row per pair;
+``auto``: packed when the model takes a 4D attention mask, else padded."""
+PACKED_ROW_TOKENS = 256
+"""Row length of the packed path: short rows keep the dense attention over a row cheap
+(a segment longer than this gets a row of its own)."""
 
 
 def model_device(model) -> torch.device:
@@ -107,6 +128,42 @@ def teacher_forced_batches(
         yield batch, logits, padded["labels"].to(logits.device)
 
 
+def resolve_scoring(model, scoring: str) -> str:
+    """``"packed"`` or ``"padded"`` for ``scoring`` (one of :data:`SCORING_PATHS`).
+
+    Raises:
+        ValueError: an unknown ``scoring``.
+    """
+    if scoring not in SCORING_PATHS:
+        raise ValueError(f"scoring must be one of {list(SCORING_PATHS)}, got {scoring!r}")
+    if scoring == "auto":
+        return "packed" if supports_packed(model) else "padded"
+    return scoring
+
+
+def _split_prompt(encoded: dict[str, list[int]]) -> tuple[list[int], list[int]]:
+    """``(prompt ids, scored ids)`` of an :func:`encode_qa` example (labels -100 on the prompt)."""
+    n_prompt = next(
+        (t for t, label in enumerate(encoded["labels"]) if label != IGNORE_INDEX),
+        len(encoded["labels"]),
+    )
+    return encoded["input_ids"][:n_prompt], encoded["input_ids"][n_prompt:]
+
+
+def _packed_answer_nll(model, tokenizer, encoded, batch_tokens: int) -> torch.Tensor:
+    """Mean answer NLL of each encoded pair, prompts shared (:func:`score_packed`)."""
+    requests, where = group_by_prefix([_split_prompt(e) for e in encoded])
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    sums, counts = score_packed(
+        model,
+        requests,
+        pad,
+        row_tokens=min(PACKED_ROW_TOKENS, batch_tokens),
+        batch_tokens=batch_tokens,
+    )
+    return torch.tensor([-sums[r][k] / counts[r][k] for r, k in where], dtype=torch.float32)
+
+
 @torch.no_grad()
 def answer_nll(
     model,
@@ -116,6 +173,8 @@ def answer_nll(
     fmt: QAFormat = QAFormat(),
     batch_size: int = 32,
     max_length: int = 256,
+    scoring: str = "auto",
+    batch_tokens: int = 2048,
 ) -> torch.Tensor:
     """Per-example mean negative log-likelihood of each answer given its question.
 
@@ -128,8 +187,10 @@ def answer_nll(
         tokenizer: its tokenizer (``pad_token_id`` must be set).
         questions, answers: ``N`` strings each.
         fmt: prompt format, the same as used in training.
-        batch_size: examples per forward pass.
+        batch_size: examples per forward pass (padded path).
         max_length: token limit per example (prompt + answer + EOS).
+        scoring: one of :data:`SCORING_PATHS`.
+        batch_tokens: tokens per forward pass (packed path; rows hold <= :data:`PACKED_ROW_TOKENS`).
 
     Returns:
         float32 CPU tensor ``[N]``, in the order of the inputs. A ``UserWarning`` counts
@@ -139,6 +200,13 @@ def answer_nll(
         ValueError: mismatched lengths, a non-string input, a bad ``batch_size``, or a
             prompt that leaves no room for the answer within ``max_length``.
     """
+    if resolve_scoring(model, scoring) == "packed":
+        require_int("batch_size", batch_size)
+        _check_pairs(questions, answers)
+        encoded = _encode_all(tokenizer, questions, answers, fmt, max_length)
+        if not encoded:
+            return torch.empty(0, dtype=torch.float32)
+        return _packed_answer_nll(model, tokenizer, encoded, batch_tokens)
     out = torch.empty(len(questions), dtype=torch.float32)
     for batch, logits, labels in teacher_forced_batches(
         model, tokenizer, questions, answers, fmt, batch_size, max_length

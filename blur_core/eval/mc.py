@@ -26,12 +26,17 @@ input (``ctx``) and the item needs ONE forward pass: the four scores are read fr
 the log-softmax at its last position (lm-eval's one-token logits cache does the same).
 Otherwise each (item, choice) pair is its own input. All inputs are sorted by length
 and right-padded into batches with an attention mask; a right-padded row gives the
-same logits at its real positions as the row alone.
+same logits at its real positions as the row alone (``scoring="padded"``).
+
+The default (``scoring="auto"``: packed where the model takes a 4D mask) gives each
+item's context once with its four continuations after it, whatever their length
+(:mod:`blur_core.eval.packing`), and packs items into rows without padding; an item
+whose pairs lm-eval truncates differently keeps one prefix per choice. The scores
+equal the padded path's within fp32 noise.
 """
 
 from __future__ import annotations
 
-import inspect
 import warnings
 from collections.abc import Mapping, Sequence
 
@@ -39,7 +44,8 @@ import torch
 
 from blur_core.config import require_int
 from blur_core.data.mc import MCItem, mc_topic
-from blur_core.eval.likelihood import length_sorted_batches, model_device
+from blur_core.eval.likelihood import length_sorted_batches, model_device, resolve_scoring
+from blur_core.eval.packing import group_by_prefix, score_packed, scored_logits
 
 __all__ = [
     "CHOICE_LABELS",
@@ -241,33 +247,6 @@ def _build_requests(
     return requests
 
 
-def _accepts_logits_to_keep(model) -> bool:
-    """Whether ``model.forward`` takes ``logits_to_keep`` (transformers causal LMs do)."""
-    try:
-        return "logits_to_keep" in inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def _scored_logits(
-    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, keep: torch.Tensor
-) -> torch.Tensor:
-    """Logits ``[P, V]`` at the ``P`` True positions of ``keep [B, T]`` (row-major order).
-
-    With ``logits_to_keep=keep`` (a boolean mask; transformers >= 5 projects only those
-    hidden states onto the vocabulary) the LM head runs on ``P`` rows instead of
-    ``B * T``; otherwise, or if the model returns another shape, the full logits
-    ``[B, T, V]`` are indexed.
-    """
-    if _accepts_logits_to_keep(model):
-        logits = model(
-            input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep
-        ).logits
-        if logits.ndim == 2 and logits.shape[0] == int(keep.sum()):
-            return logits
-    return model(input_ids=input_ids, attention_mask=attention_mask).logits[keep]
-
-
 @torch.no_grad()
 def _score_requests(
     model, requests, n_items: int, batch_size: int, pad_token_id: int
@@ -296,8 +275,11 @@ def _score_requests(
                 flat_pos += [b * width + t for t in range(start, len(ids))]
                 tokens += cont
                 slots += [(item, choice)] * len(cont)
-        picked = _scored_logits(
-            model, input_ids.to(device), attention_mask.to(device), keep.to(device)
+        picked = scored_logits(
+            model,
+            keep.to(device),
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
         )
         # row of (b, t) in the row-major list of kept positions
         row_of = (torch.cumsum(keep.flatten().long(), 0) - 1)[torch.tensor(flat_pos)]
@@ -311,6 +293,25 @@ def _score_requests(
     return loglik
 
 
+def _packed_loglik(model, requests, n_items: int, batch_tokens: int, pad_token_id: int):
+    """``loglik [n_items, 4]`` (fp64) from per-pair requests (``single_forward=False``),
+    each pair as ``(prefix, cont)`` with the prefix ending where ``cont`` is first
+    predicted, so an item's four untruncated pairs share its context."""
+    pairs, slots = [], []
+    for ids, targets in requests:
+        for item, choice, cont in targets:
+            pairs.append((ids[: len(ids) - len(cont) + 1], cont))
+            slots.append((item, choice))
+    grouped, where = group_by_prefix(pairs)
+    sums, _ = score_packed(
+        model, grouped, pad_token_id, row_tokens=min(512, batch_tokens), batch_tokens=batch_tokens
+    )
+    loglik = torch.full((n_items, len(CHOICE_LABELS)), float("nan"), dtype=torch.float64)
+    for (item, choice), (r, k) in zip(slots, where):
+        loglik[item, choice] = sums[r][k]
+    return loglik
+
+
 @torch.no_grad()
 def evaluate_mc(
     model,
@@ -321,6 +322,8 @@ def evaluate_mc(
     single_forward: bool = True,
     topics: Mapping[str, str] | None = None,
     add_bos_token: bool | None = None,
+    scoring: str = "auto",
+    batch_tokens: int = 4096,
 ) -> dict:
     """Zero-shot accuracy of ``model`` on multiple-choice ``items`` (lm-eval's ``acc``).
 
@@ -340,6 +343,10 @@ def evaluate_mc(
             :data:`blur_core.data.mc.MC_TOPICS`.
         add_bos_token: as lm-eval's ``HFLM(add_bos_token=...)``; None = the
             tokenizer's default.
+        scoring: one of :data:`blur_core.eval.likelihood.SCORING_PATHS`; ``"padded"``
+            is the path ``batch_size`` and ``single_forward`` describe, ``"packed"``
+            ignores both (see the module docstring).
+        batch_tokens: tokens per forward pass on the packed path.
 
     Returns:
         ``{"accuracy": float, "n": N, "per_example": [{"source", "subject", "answer",
@@ -360,10 +367,16 @@ def evaluate_mc(
     contexts = [mc_context(item, topic_of(item.subject)) for item in items]
     if not items:
         return {"accuracy": float("nan"), "n": 0, "per_example": []}
-    requests = _build_requests(tokenizer, contexts, max_length, single_forward, add_bos_token)
+    packed = resolve_scoring(model, scoring) == "packed"
+    requests = _build_requests(
+        tokenizer, contexts, max_length, single_forward and not packed, add_bos_token
+    )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     model.eval()
-    loglik = _score_requests(model, requests, len(items), batch_size, pad_id).tolist()
+    if packed:
+        loglik = _packed_loglik(model, requests, len(items), batch_tokens, pad_id).tolist()
+    else:
+        loglik = _score_requests(model, requests, len(items), batch_size, pad_id).tolist()
     per_example = []
     for item, row in zip(items, loglik):
         pred = _argmax(row)

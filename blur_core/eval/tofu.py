@@ -340,24 +340,33 @@ def _evaluate_set(
     batch_size: int,
     max_new_tokens: int,
     max_length: int,
+    scoring: str = "auto",
 ) -> list[dict]:
-    """Per-example TOFU values of one set (batched: one NLL pass per answer kind, one
-    flattened pass over all perturbed answers, one batched generation)."""
+    """Per-example TOFU values of one set: one NLL call over every (question, candidate)
+    pair (answer, paraphrase, perturbed answers; on the packed path each question's
+    prompt runs once for all its candidates) and one batched generation."""
     questions = [str(r["question"]) for r in records]
     answers = [str(r["answer"]) for r in records]
-
-    def nll(qs: list[str], ans: list[str]) -> list[float]:
-        return answer_nll(model, tokenizer, qs, ans, fmt, batch_size, max_length).tolist()
-
-    answer_nlls = nll(questions, answers)
     paraphrased = _paraphrased_answers(name, records)
-    para_nlls = answer_nlls if paraphrased is None else nll(questions, paraphrased)
     counts = [len(r["perturbed_answer"]) for r in records]
-    flat_q = [q for q, k in zip(questions, counts) for _ in range(k)]
-    flat_a = [str(a) for r in records for a in r["perturbed_answer"]]
-    flat_nll = nll(flat_q, flat_a)
-    starts = np.cumsum([0, *counts])
-    pert_nlls = [flat_nll[starts[i] : starts[i + 1]] for i in range(len(records))]
+    candidates = [
+        [
+            answers[i],
+            *([] if paraphrased is None else [paraphrased[i]]),
+            *map(str, r["perturbed_answer"]),
+        ]
+        for i, r in enumerate(records)
+    ]
+    flat_q = [q for q, cands in zip(questions, candidates) for _ in cands]
+    flat_a = [a for cands in candidates for a in cands]
+    flat_nll = answer_nll(
+        model, tokenizer, flat_q, flat_a, fmt, batch_size, max_length, scoring=scoring
+    ).tolist()
+    starts = np.cumsum([0, *(len(c) for c in candidates)])
+    rows = [flat_nll[starts[i] : starts[i + 1]] for i in range(len(records))]
+    answer_nlls = [row[0] for row in rows]
+    para_nlls = answer_nlls if paraphrased is None else [row[1] for row in rows]
+    pert_nlls = [row[len(row) - k :] for row, k in zip(rows, counts)]
     generated = greedy_generate(model, tokenizer, questions, fmt, batch_size, max_new_tokens)
     rouge = rouge_l_recall(generated, answers)
     ratios = truth_ratio(para_nlls, pert_nlls)
@@ -384,6 +393,7 @@ def evaluate_tofu(
     batch_size: int = 32,
     max_new_tokens: int = 32,
     max_length: int = 256,
+    scoring: str = "auto",
 ) -> dict:
     """Evaluate ``model`` on the four TOFU sets.
 
@@ -397,6 +407,9 @@ def evaluate_tofu(
         batch_size: examples per forward pass / ``generate`` call.
         max_new_tokens: greedy answer length cap.
         max_length: token limit per scored example (prompt + answer + EOS).
+        scoring: answer-NLL path, one of
+            :data:`blur_core.eval.likelihood.SCORING_PATHS` (``"padded"`` = one padded
+            row per pair, the reference the packed default is tested against).
 
     Returns:
         JSON-serialisable ``{"per_example": {set: [{question, answer, generated,
@@ -420,7 +433,7 @@ def evaluate_tofu(
         _check_set_records(name, sets[name], f"set {name!r}")
     per_example = {
         name: _evaluate_set(
-            model, tokenizer, name, sets[name], fmt, batch_size, max_new_tokens, max_length
+            model, tokenizer, name, sets[name], fmt, batch_size, max_new_tokens, max_length, scoring
         )
         for name in SETS
     }

@@ -75,6 +75,34 @@ def test_batched_greedy_equals_one_at_a_time(target, records):
     assert sum(g == r["answer"] for g, r in zip(batched, records[:21])) >= 15, batched
 
 
+def test_greedy_loop_stops_rows_at_eos_and_equals_hf_generate(target, records):
+    from blur_core.eval.generation import greedy_decode, left_pad, plain_greedy
+
+    model, tok = target
+    assert plain_greedy(model)
+    prompts = [encode_prompt(tok, r["question"]) for r in records[:9]]
+    input_ids, mask = left_pad(prompts, tok.pad_token_id)
+    ours = greedy_decode(model, input_ids, mask, 24, {tok.eos_token_id})
+    with torch.no_grad():
+        theirs = model.generate(
+            input_ids=input_ids,
+            attention_mask=mask,
+            do_sample=False,
+            num_beams=1,
+            max_new_tokens=24,
+            pad_token_id=tok.pad_token_id,
+        )[:, input_ids.shape[1] :].tolist()
+    lengths = {len(row) for row in ours}
+    assert len(lengths) > 1 and all(row[-1] == tok.eos_token_id for row in ours if len(row) < 24)
+    for row, ref in zip(ours, theirs):  # generate pads a finished row after its EOS
+        assert ref[: len(row)] == row and all(t == tok.pad_token_id for t in ref[len(row) :])
+    model.generation_config.repetition_penalty = 1.3
+    try:
+        assert not plain_greedy(model)  # then model.generate decodes, with its processors
+    finally:
+        model.generation_config.repetition_penalty = 1.0
+
+
 def test_batched_answer_nll_equals_one_at_a_time_and_training_loss(target, records):
     model, tok = target
     questions = [r["question"] for r in records[:20]]
@@ -101,6 +129,90 @@ def test_batched_answer_nll_equals_one_at_a_time_and_training_loss(target, recor
     with pytest.warns(UserWarning, match="20 of 20 examples exceed max_length=16"):
         short = answer_nll(model, tok, questions, answers, batch_size=6, max_length=16)
     assert torch.isfinite(short).all() and not torch.allclose(short, batched)
+
+
+def _candidate_pairs(records) -> tuple[list[str], list[str]]:
+    """TOFU's scoring workload: every question with its answer, paraphrase and perturbed answers."""
+    questions, answers = [], []
+    for r in records:
+        for a in [r["answer"], r["paraphrased_answer"], *r["perturbed_answer"]]:
+            questions.append(r["question"])
+            answers.append(a)
+    return questions, answers
+
+
+def test_packed_answer_nll_equals_padded_path(target, records):
+    model, tok = target
+    questions, answers = _candidate_pairs(records[:12])
+    assert len(set(questions)) < len(questions), "no shared prompts: sharing not exercised"
+    padded = answer_nll(
+        model, tok, questions, answers, batch_size=6, max_length=64, scoring="padded"
+    )
+    packed = answer_nll(
+        model, tok, questions, answers, max_length=64, scoring="packed", batch_tokens=256
+    )
+    assert answer_nll(model, tok, questions[:3], answers[:3], max_length=64).shape == (3,)
+    delta = float((packed - padded).abs().max())
+    assert delta <= 1e-4, delta
+    # truncated answers are scored on the kept tokens on both paths
+    with pytest.warns(UserWarning, match="exceed max_length=16"):
+        short_packed = answer_nll(model, tok, questions, answers, max_length=16, scoring="packed")
+    with pytest.warns(UserWarning, match="exceed max_length=16"):
+        short_padded = answer_nll(model, tok, questions, answers, max_length=16, scoring="padded")
+    assert float((short_packed - short_padded).abs().max()) <= 1e-4
+    with pytest.raises(ValueError, match="scoring must be one of"):
+        answer_nll(model, tok, questions, answers, scoring="fast")
+
+
+def _numbers(tree, prefix=""):
+    """Every number of a JSON tree, by its path (strings must match exactly)."""
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _numbers(value, f"{prefix}.{key}")
+    elif isinstance(tree, list):
+        for i, value in enumerate(tree):
+            yield from _numbers(value, f"{prefix}[{i}]")
+    else:
+        yield prefix, tree
+
+
+def test_evaluate_tofu_packed_equals_padded_path(target, embedded):
+    model, tok = target
+    sets = _tofu_sets(embedded)
+    results = {
+        scoring: evaluate_tofu(
+            model,
+            tok,
+            sets,
+            QAFormat(),
+            batch_size=8,
+            max_new_tokens=16,
+            max_length=64,
+            scoring=scoring,
+        )
+        for scoring in ("padded", "packed")
+    }
+    old, new = (dict(_numbers(results[s])) for s in ("padded", "packed"))
+    assert old.keys() == new.keys()
+    worst = 0.0
+    for path, value in old.items():
+        if isinstance(value, str):
+            assert new[path] == value, path
+        else:
+            worst = max(worst, abs(new[path] - value))
+    assert worst <= 1e-4, worst
+    assert len(old) > 200  # every per-example value and aggregate was compared
+
+
+@pytest.mark.slow
+def test_packed_answer_nll_equals_padded_path_on_smollm2(smollm2_dir, shared_data):
+    model, tok = load_model(str(smollm2_dir)), load_tokenizer(str(smollm2_dir))
+    records = load_records(shared_data / "tofu" / "forget01_perturbed.json")[:4]
+    questions, answers = _candidate_pairs(records)
+    padded = answer_nll(model, tok, questions, answers, batch_size=8, scoring="padded")
+    packed = answer_nll(model, tok, questions, answers, scoring="packed")
+    delta = float((packed - padded).abs().max())
+    assert delta <= 1e-4, delta
 
 
 def test_evaluate_tofu_keys_values_and_memorisation(target, base, embedded):

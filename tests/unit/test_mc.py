@@ -212,7 +212,7 @@ def test_single_forward_equals_torch_on_each_choice(tiny):
 def test_batched_equals_one_at_a_time(tiny):
     model, tok, items = tiny
     batched = evaluate_mc(model, tok, items, batch_size=4)
-    single = evaluate_mc(model, tok, items, batch_size=1, single_forward=False)
+    single = evaluate_mc(model, tok, items, batch_size=1, single_forward=False, scoring="padded")
     for a, b in zip(batched["per_example"], single["per_example"]):
         assert a["loglik"] == pytest.approx(b["loglik"], abs=1e-5)
         assert a["pred"] == b["pred"]
@@ -248,6 +248,37 @@ def test_general_path_on_tiny_llama_matches_per_pair_forward():
                 logp = torch.log_softmax(model(torch.tensor([whole[:-1]])).logits[0].double(), -1)
             expected = (logp[-2, ord(" ")] + logp[-1, ord(letter)]).item()
             assert row["loglik"][k] == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.mark.parametrize("max_length", [None, 40])
+def test_packed_equals_padded_path_multi_token_and_truncated(max_length):
+    tok = CharTokenizer()
+    model = build_tiny_llama(
+        tok,
+        hidden_size=32,
+        num_layers=2,
+        num_heads=2,
+        intermediate_size=64,
+        seed=2,
+        max_position_embeddings=512,
+    )
+    items = _items(6)
+    kwargs = {"max_length": max_length}
+    if max_length is not None:  # every context is longer: lm-eval's per-pair left truncation
+        with pytest.warns(UserWarning, match="6 of 6 items exceed max_length=40"):
+            padded = evaluate_mc(model, tok, items, batch_size=3, scoring="padded", **kwargs)
+        with pytest.warns(UserWarning, match="6 of 6 items exceed max_length=40"):
+            packed = evaluate_mc(model, tok, items, scoring="packed", batch_tokens=256, **kwargs)
+    else:
+        padded = evaluate_mc(model, tok, items, batch_size=3, scoring="padded")
+        packed = evaluate_mc(model, tok, items, scoring="packed", batch_tokens=256)
+    worst = max(
+        abs(a - b)
+        for pa, pb in zip(padded["per_example"], packed["per_example"])
+        for a, b in zip(pa["loglik"], pb["loglik"])
+    )
+    assert worst <= 1e-4, worst
+    assert [r["pred"] for r in packed["per_example"]] == [r["pred"] for r in padded["per_example"]]
 
 
 def test_matches_lm_eval_hflm_on_tiny_llama(tiny):
