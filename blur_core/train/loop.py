@@ -125,9 +125,12 @@ def _forget_answers(cfg: RunConfig, objective: Objective, records: list[dict], p
     """(answer_override, preferred_answer) of the forget set: IdK's refusals replace the
     answers; DPO's refusals or alternate answers are added as the preferred answers."""
     data = cfg.data
-    wants = {objective.forget_answers, objective.preferred_answers}
-    if "idk" in wants:
-        refusals = load_refusals(data.idk_file) if data.idk_file else IDK_ANSWERS
+    idk = None
+    if "idk" in (objective.forget_answers, objective.preferred_answers):
+        try:
+            refusals = load_refusals(data.idk_file) if data.idk_file else IDK_ANSWERS
+        except ValueError as err:
+            raise ValueError(f"data.idk_file: {err}") from None
         idk = refusal_answer(refusals)
     if objective.preferred_answers == "alternate":
         alt_file = data.alternate_file

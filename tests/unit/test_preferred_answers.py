@@ -141,6 +141,9 @@ def test_dpo_forget_set_carries_refusals_from_the_idk_file(embedded, tmp_path):
     item = build_dataset(idk_cfg, "forget", tok, idk_cfg.objective())[1]
     assert "alt_input_ids" not in item
     assert _answer_text(tok, item["input_ids"], item["labels"]) == "I cannot say."
+    idk.write_text("\n")
+    with pytest.raises(ValueError, match=r"data.idk_file: refusal file .*idk.jsonl.* no refusal"):
+        build_dataset(idk_cfg, "forget", tok, idk_cfg.objective())
     plain = _cfg(embedded, tmp_path, {"name": "idk"})
     item = build_dataset(plain, "forget", tok, plain.objective())[1]
     assert _answer_text(tok, item["input_ids"], item["labels"]) == IDK_ANSWERS[1]
