@@ -47,6 +47,9 @@ from blur_core.data.collate import IGNORE_INDEX  # the label of unscored positio
 
 __all__ = [
     "IGNORE_INDEX",
+    "ceu_loss",
+    "dpo_loss",
+    "drop_first_answer_tokens",
     "ga_loss",
     "idk_loss",
     "kl_loss",
@@ -55,9 +58,12 @@ __all__ = [
     "rmu_control_vector",
     "rmu_forget_loss",
     "rmu_retain_loss",
+    "satimp_loss",
     "sequence_logprobs",
     "simnpo_loss",
     "token_logprobs",
+    "undial_loss",
+    "wga_loss",
 ]
 
 
@@ -114,6 +120,34 @@ def _check_finite(name: str, value: object) -> float:
     if not math.isfinite(v):
         raise ValueError(f"{name} must be finite, got {value!r}")
     return v
+
+
+def _check_non_negative(name: str, value: object) -> float:
+    v = _check_finite(name, value)
+    if v < 0.0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return v
+
+
+def _check_ref_logits(logits: Tensor, ref_logits: Tensor) -> None:
+    _check_tensor("ref_logits", ref_logits)
+    if tuple(ref_logits.shape) != tuple(logits.shape):
+        raise ValueError(
+            f"ref_logits must have the shape of logits {tuple(logits.shape)}, got shape "
+            f"{tuple(ref_logits.shape)}"
+        )
+    if not ref_logits.is_floating_point():
+        raise ValueError(
+            f"ref_logits must be a floating-point tensor, got dtype {ref_logits.dtype}"
+        )
+
+
+def _check_ref_seq(name: str, ref: Tensor, batch: int) -> None:
+    _check_tensor(name, ref)
+    if ref.dim() != 1 or ref.shape[0] != batch:
+        raise ValueError(f"{name} must have shape [B] = [{batch}], got shape {tuple(ref.shape)}")
+    if not ref.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got dtype {ref.dtype}")
 
 
 def _per_example_mean(values: Tensor, mask: Tensor) -> Tensor:
@@ -305,6 +339,239 @@ def simnpo_loss(logits: Tensor, labels: Tensor, beta: float, delta: float) -> Te
     return per_example.mean()
 
 
+def dpo_loss(
+    chosen_logits: Tensor,
+    chosen_labels: Tensor,
+    rejected_logits: Tensor,
+    rejected_labels: Tensor,
+    ref_chosen: Tensor,
+    ref_rejected: Tensor,
+    beta: float,
+) -> Tensor:
+    """DPO as an unlearning loss (Rafailov et al. 2023; IdkDPO in Maini et al. 2024, TOFU;
+    AltPO in Mekala et al. 2024), sequence level:
+
+    ``L = -(2/beta) * (1/B) * sum_i logsigmoid(beta * ((w_i - wref_i) - (l_i - lref_i)))``
+
+    with ``w_i`` / ``l_i`` the policy's sequence log-probs (SUM over valid tokens,
+    :func:`sequence_logprobs`) of the chosen answer (a refusal or an alternate answer) and
+    of the rejected one (the forget answer) of forget question ``i``, and ``wref_i`` /
+    ``lref_i`` the reference model's, precomputed once and treated as constants. This is
+    open-unlearning's ``compute_dpo_loss`` (win = alternate, lose = original; the ``2/beta``
+    scale makes NPO its rejected-only case). At the reference the term is
+    ``(2/beta) * log 2``. An example whose chosen or rejected answer has no valid token
+    contributes 0.
+
+    Args:
+        chosen_logits / rejected_logits: ``[B, T_w, V]`` / ``[B, T_l, V]`` policy logits.
+        chosen_labels / rejected_labels: ``[B, T_w]`` / ``[B, T_l]``.
+        ref_chosen / ref_rejected: ``[B]`` reference sequence log-probs.
+        beta: inverse temperature, ``> 0``.
+
+    Returns:
+        float32 scalar.
+    """
+    beta = _check_positive("beta", beta)
+    _check_logits_labels(chosen_logits, chosen_labels)
+    _check_logits_labels(rejected_logits, rejected_labels)
+    batch = chosen_logits.shape[0]
+    if rejected_logits.shape[0] != batch:
+        raise ValueError(
+            f"chosen and rejected batches must have the same B, got {batch} and "
+            f"{rejected_logits.shape[0]}"
+        )
+    _check_ref_seq("ref_chosen", ref_chosen, batch)
+    _check_ref_seq("ref_rejected", ref_rejected, batch)
+    w, n_w = sequence_logprobs(chosen_logits, chosen_labels)
+    lo, n_l = sequence_logprobs(rejected_logits, rejected_labels)
+    ref_w = ref_chosen.detach().to(device=w.device, dtype=torch.float32)
+    ref_l = ref_rejected.detach().to(device=w.device, dtype=torch.float32)
+    margin = (w - ref_w) - (lo - ref_l)
+    per_example = -(2.0 / beta) * F.logsigmoid(beta * margin)
+    valid = (n_w > 0) & (n_l > 0)
+    per_example = torch.where(valid, per_example, torch.zeros_like(per_example))
+    return per_example.mean()
+
+
+# ---------------------------------------------------------------------------
+# token-weighted forget losses
+# ---------------------------------------------------------------------------
+
+
+def undial_loss(logits: Tensor, ref_logits: Tensor, labels: Tensor, beta: float) -> Tensor:
+    """UNDIAL (Dong et al. 2024, "UNDIAL: Self-Distillation with Adjusted Logits for Robust
+    Unlearning in Large Language Models"): self-distillation to the reference model's
+    logits with the true token's logit lowered by ``beta``.
+
+    For each valid shifted position ``t`` of example ``i`` with label ``y = labels[i, t+1]``:
+
+    ``q = softmax(ref_logits[i, t] - beta * onehot(y))``,
+    ``CE_{i,t} = -sum_v q(v) * log_softmax(logits[i, t])(v)``,
+
+    ``L = (1/B) * sum_i ( sum_t CE_{i,t} / max(n_i, 1) )``.
+
+    ``q`` is a constant (the reference is frozen). The value is open-unlearning's
+    ``compute_undial_loss`` (cross entropy to the adjusted soft labels), reduced by this
+    module's convention: it averages over every position of the batch, prompt and
+    padding included (where its one-hot mask puts the penalty on vocabulary entry
+    ``V - 100`` by negative indexing); here only the answer positions are scored, per
+    example. Both agree when every position is scored and the examples have equal length.
+
+    Args:
+        logits: ``[B, T, V]`` policy logits.
+        ref_logits: ``[B, T, V]`` reference (teacher) logits on the same input.
+        labels: ``[B, T]``.
+        beta: penalty on the true token's logit, ``>= 0`` (0: plain self-distillation).
+
+    Returns:
+        float32 scalar.
+    """
+    beta = _check_non_negative("beta", beta)
+    _check_logits_labels(logits, labels)
+    _check_ref_logits(logits, ref_logits)
+    shift = labels[:, 1:]
+    mask = shift != IGNORE_INDEX
+    index = torch.where(mask, shift, torch.zeros_like(shift)).long().unsqueeze(-1)
+    with torch.no_grad():
+        adjusted = ref_logits[:, :-1].detach().float()
+        adjusted = adjusted.scatter_add(
+            -1, index, torch.full(index.shape, -beta, dtype=adjusted.dtype, device=adjusted.device)
+        )
+        q = F.softmax(adjusted, dim=-1)
+    logp = F.log_softmax(logits[:, :-1].float(), dim=-1)
+    ce = -(q * logp).sum(-1)  # [B, T-1]
+    return _per_example_mean(ce, mask).mean()
+
+
+def _weighted_ascent(logits: Tensor, labels: Tensor, weight_of) -> Tensor:
+    """``(1/B) sum_i (1/max(n_i,1)) sum_t w(p_it) * log p_it`` with ``w`` detached."""
+    logp, mask = token_logprobs(logits, labels)
+    with torch.no_grad():
+        weight = weight_of(logp.detach())
+    return _per_example_mean(weight * logp, mask).mean()
+
+
+def wga_loss(logits: Tensor, labels: Tensor, beta: float) -> Tensor:
+    """Weighted gradient ascent (WGA; Wang et al. 2025, "Rethinking LLM Unlearning
+    Objectives: A Gradient Perspective and Go Beyond", ICLR): gradient ascent with each
+    token weighted by its own probability to the power ``beta``.
+
+    ``L = (1/B) * sum_i (1/max(n_i,1)) * sum_t sg(p_it ** beta) * log p_it``
+
+    with ``p_it`` the policy's probability of label token ``t`` of example ``i``
+    (:func:`token_logprobs`) and ``sg`` stop-gradient, so the gradient is
+    ``p ** beta`` times GA's: tokens already unlikely stop pulling. This is
+    open-unlearning's ``compute_wga_loss`` (``-(w * CE)``), reduced per example (it
+    takes one mean over every valid token of the batch; equal when lengths are equal).
+    ``beta = 0`` is :func:`ga_loss`.
+
+    Args:
+        logits: ``[B, T, V]``.
+        labels: ``[B, T]``.
+        beta: exponent, ``>= 0``.
+
+    Returns:
+        float32 scalar (``<= 0``).
+    """
+    beta = _check_non_negative("beta", beta)
+    return _weighted_ascent(logits, labels, lambda logp: torch.exp(beta * logp))
+
+
+def satimp_loss(logits: Tensor, labels: Tensor, beta1: float, beta2: float) -> Tensor:
+    """SatImp (Yang et al. 2025, "Exploring Criteria of Loss Reweighting to Enhance LLM
+    Unlearning", ICML): gradient ascent with token weights for saturation (``p ** beta1``)
+    and importance (``(1 - p) ** beta2``).
+
+    ``L = (1/B) * sum_i (1/max(n_i,1)) * sum_t sg(p_it ** beta1 * (1 - p_it) ** beta2) * log p_it``
+
+    with ``p_it`` the probability of label token ``t`` of example ``i`` and ``sg``
+    stop-gradient. This is open-unlearning's ``compute_satimp_loss``, reduced per example
+    (it takes one mean over every valid token of the batch). ``beta1 = beta2 = 0`` is
+    :func:`ga_loss`; ``beta2 = 0`` is :func:`wga_loss`.
+
+    Args:
+        logits: ``[B, T, V]``.
+        labels: ``[B, T]``.
+        beta1: saturation exponent, ``>= 0``.
+        beta2: importance exponent, ``>= 0``.
+
+    Returns:
+        float32 scalar (``<= 0``).
+    """
+    beta1 = _check_non_negative("beta1", beta1)
+    beta2 = _check_non_negative("beta2", beta2)
+
+    def weight(logp: Tensor) -> Tensor:
+        # 1 - p = -expm1(log p), accurate when p is near 1
+        return torch.exp(beta1 * logp) * torch.pow((-torch.expm1(logp)).clamp(min=0.0), beta2)
+
+    return _weighted_ascent(logits, labels, weight)
+
+
+def drop_first_answer_tokens(labels: Tensor, n: int) -> Tensor:
+    """``labels`` with the first ``n`` valid (not ignored) positions of each row set to
+    :data:`IGNORE_INDEX` (CE-U's trick: the first answer tokens are not unlearned).
+
+    Args:
+        labels: ``[B, T]`` integer labels.
+        n: ``>= 0`` positions to drop per row (0: ``labels`` unchanged).
+
+    Returns:
+        a new ``[B, T]`` tensor.
+    """
+    _check_tensor("labels", labels)
+    if labels.dim() != 2:
+        raise ValueError(f"labels must have shape [B, T], got shape {tuple(labels.shape)}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be an int >= 0, got {n!r}")
+    valid = labels != IGNORE_INDEX
+    first = valid & (valid.long().cumsum(dim=1) <= n)
+    return labels.masked_fill(first, IGNORE_INDEX)
+
+
+def ceu_loss(logits: Tensor, labels: Tensor, ignore_first_n: int = 1) -> Tensor:
+    """CE-U, cross-entropy unlearning (Yang et al. 2025, "CE-U: Cross Entropy Unlearning",
+    arXiv:2503.01224): cross entropy to the model's own distribution with the true token
+    removed.
+
+    For each valid shifted position ``t`` of example ``i`` (after dropping the first
+    ``ignore_first_n`` answer tokens, :func:`drop_first_answer_tokens`), with
+    ``z = logits[i, t]`` and label ``y``:
+
+    ``q = softmax(sg(z) with z_y = -inf)``,  ``CE_{i,t} = -sum_v q(v) * log_softmax(z)(v)``,
+
+    ``L = (1/B) * sum_i ( sum_t CE_{i,t} / max(n_i, 1) )``.
+
+    Its gradient in ``z`` is ``softmax(z) - q``: it lowers ``p_y`` and is bounded, unlike
+    GA's. This is open-unlearning's ``cross_entropy_unlearning_loss`` after
+    ``compute_batch_ceu``'s first-token trick, reduced per example (it takes one mean over
+    every valid position of the batch).
+
+    Args:
+        logits: ``[B, T, V]`` with ``V >= 2``.
+        labels: ``[B, T]``.
+        ignore_first_n: answer tokens at the start of each example that are not scored.
+
+    Returns:
+        float32 scalar (``>= 0``).
+    """
+    _check_logits_labels(logits, labels)
+    if logits.shape[2] < 2:
+        raise ValueError(
+            f"CE-U needs a vocabulary of >= 2 tokens (the true one is removed), got logits "
+            f"shape {tuple(logits.shape)}"
+        )
+    labels = drop_first_answer_tokens(labels, ignore_first_n)
+    shift = labels[:, 1:]
+    mask = shift != IGNORE_INDEX
+    index = torch.where(mask, shift, torch.zeros_like(shift)).long().unsqueeze(-1)
+    z = logits[:, :-1].float()
+    with torch.no_grad():
+        q = F.softmax(z.detach().scatter(-1, index, float("-inf")), dim=-1)
+    ce = -(q * F.log_softmax(z, dim=-1)).sum(-1)  # [B, T-1]
+    return _per_example_mean(ce, mask).mean()
+
+
 # ---------------------------------------------------------------------------
 # retain: KL to the reference model
 # ---------------------------------------------------------------------------
@@ -333,16 +600,7 @@ def kl_loss(logits: Tensor, ref_logits: Tensor, labels: Tensor) -> Tensor:
         float32 scalar, ``>= 0`` (up to rounding).
     """
     _check_logits_labels(logits, labels)
-    _check_tensor("ref_logits", ref_logits)
-    if tuple(ref_logits.shape) != tuple(logits.shape):
-        raise ValueError(
-            f"ref_logits must have the shape of logits {tuple(logits.shape)}, got shape "
-            f"{tuple(ref_logits.shape)}"
-        )
-    if not ref_logits.is_floating_point():
-        raise ValueError(
-            f"ref_logits must be a floating-point tensor, got dtype {ref_logits.dtype}"
-        )
+    _check_ref_logits(logits, ref_logits)
     mask = labels[:, 1:] != IGNORE_INDEX  # [B, T-1]
     with torch.no_grad():
         logp_ref = F.log_softmax(ref_logits[:, :-1].detach().float(), dim=-1)

@@ -1,7 +1,8 @@
 """Method registry: a method name and its hyperparameters -> an ``Objective``.
 
 An ``Objective`` fixes what the shared training loop does in one step:
-  * which forget loss (ga | npo | simnpo | idk | rmu) and which retain loss (nll | kl | rmu),
+  * which forget loss (ga | npo | simnpo | idk | dpo | undial | wga | satimp | ceu | rmu) and
+    which retain loss (nll | kl | rmu),
   * how the two accumulated gradients F and R are combined:
       combiner "blur":     d = blur_direction(F, R, gamma, variant)       (bilevel.py)
       combiner "weighted": d = forget_weight * F + retain_weight * R       (GradDiff & co.)
@@ -17,6 +18,14 @@ values raise ``ConfigError`` naming them):
   npo       NPO (+ retain term, retain_weight=0 for plain NPO)
   simnpo    SimNPO (+ retain term)
   idk       NLL on "I don't know" answers for the forget questions (+ retain term)
+  dpo       DPO: the preferred answer (a refusal: IdkDPO, or an alternate answer: AltPO) over
+            the forget answer, against the starting model's log-probs (+ retain term)
+  undial    UNDIAL: self-distillation to the starting model's logits with the true token
+            lowered by beta (+ retain term, off by default as in open-unlearning)
+  wga       WGA: gradient ascent, each token weighted by p^beta (+ retain term)
+  satimp    SatImp: gradient ascent weighted by p^beta1 (1-p)^beta2 (+ retain term)
+  ceu       CE-U: cross entropy to the model's own distribution without the true token
+            (+ retain term, off by default as in open-unlearning)
   rmu       RMU activation steering at one layer, retain activations held to the frozen model
   pdu       primal-dual unlearning: min L_forget s.t. L_retain <= retain_loss_eps (a multiplier)
   sft       plain NLL on the retain set only: fine-tuning, used to build target/retain models
@@ -39,12 +48,15 @@ from blur_core.config import (
     to_dict,
 )
 
-FORGET_LOSSES = ("ga", "npo", "simnpo", "idk", "rmu")
+FORGET_LOSSES = ("ga", "npo", "simnpo", "idk", "dpo", "undial", "wga", "satimp", "ceu", "rmu")
+PREFERRED_ANSWERS = ("idk", "alternate")  # DPO's chosen answer: a refusal or an alternate answer
 RETAIN_LOSSES = ("nll", "kl", "rmu")
+PDU_FORGET_LOSSES = ("ga", "npo", "simnpo", "idk")  # PDU: those with no extra knobs
 
 __all__ = [
     "FORGET_LOSSES",
     "METHODS",
+    "PREFERRED_ANSWERS",
     "RETAIN_LOSSES",
     "Objective",
     "build_objective",
@@ -66,8 +78,14 @@ class Objective:
     eps: float = DEFAULT_EPS
     forget_weight: float = 1.0
     retain_weight: float = 1.0
-    beta: float = 0.1  # NPO / SimNPO inverse temperature
+    beta: float = 0.1  # NPO / SimNPO / DPO inverse temperature
     delta: float = 0.0  # SimNPO margin
+    preferred: str = "idk"  # DPO's chosen answer: idk (refusal) | alternate
+    undial_beta: float = 10.0  # UNDIAL: penalty on the true token's teacher logit
+    wga_beta: float = 1.0  # WGA: token weight p^beta
+    satimp_beta1: float = 5.0  # SatImp: saturation weight p^beta1
+    satimp_beta2: float = 1.0  # SatImp: importance weight (1-p)^beta2
+    ceu_ignore_first: int = 1  # CE-U: answer tokens at the start that are not unlearned
     rmu_layer: int = 7
     steering_coeff: float = 6.5
     rmu_seed: int = 0
@@ -88,18 +106,32 @@ class Objective:
 
     @property
     def needs_reference_model(self) -> bool:
-        """A frozen copy of the starting model is needed during training (KL, RMU retain)."""
-        return self.uses_retain and self.retain_loss in ("kl", "rmu")
+        """A frozen copy of the starting model is needed during training (KL, RMU retain,
+        UNDIAL's teacher logits)."""
+        return (self.uses_retain and self.retain_loss in ("kl", "rmu")) or (
+            self.uses_forget and self.forget_loss == "undial"
+        )
 
     @property
     def needs_reference_logprobs(self) -> bool:
-        """NPO's fixed reference sequence log-probs of the forget set (precomputed once)."""
-        return self.uses_forget and self.forget_loss == "npo"
+        """NPO's / DPO's fixed reference sequence log-probs of the forget set (precomputed
+        once; DPO's: of the forget answer and of the preferred answer)."""
+        return self.uses_forget and self.forget_loss in ("npo", "dpo")
 
     @property
     def forget_answers(self) -> str | None:
         """'idk' when the forget set's answers are replaced by refusals."""
         return "idk" if self.forget_loss == "idk" else None
+
+    @property
+    def preferred_answers(self) -> str | None:
+        """DPO: which second answer each forget example carries ('idk' | 'alternate')."""
+        return self.preferred if self.uses_forget and self.forget_loss == "dpo" else None
+
+    @property
+    def needs_qa_forget(self) -> bool:
+        """The forget loss needs question/answer records (its answers are replaced or paired)."""
+        return self.uses_forget and self.forget_loss in ("idk", "dpo")
 
     @property
     def rmu_layers_used(self) -> bool:
@@ -126,8 +158,20 @@ class BlurHParams:
     eps: float = checked(
         DEFAULT_EPS, check=non_negative, doc="guard on the squared priority-gradient norm"
     )
-    beta: float = checked(0.1, check=positive, doc="NPO/SimNPO inverse temperature")
+    beta: float = checked(0.1, check=positive, doc="NPO/SimNPO/DPO inverse temperature")
     delta: float = checked(0.0, doc="SimNPO margin")
+    preferred: str = checked(
+        "idk", check=one_of(*PREFERRED_ANSWERS), doc="DPO: the chosen answer (refusal/alternate)"
+    )
+    undial_beta: float = checked(
+        10.0, check=finite_non_negative, doc="UNDIAL: penalty on the true token's teacher logit"
+    )
+    wga_beta: float = checked(1.0, check=finite_non_negative, doc="WGA: token weight p^beta")
+    satimp_beta1: float = checked(5.0, check=finite_non_negative, doc="SatImp: weight p^beta1")
+    satimp_beta2: float = checked(1.0, check=finite_non_negative, doc="SatImp: weight (1-p)^beta2")
+    ceu_ignore_first: int = checked(
+        1, check=non_negative, doc="CE-U: first answer tokens not unlearned"
+    )
     rmu_layer: int = checked(
         7, check=non_negative, doc="RMU: index into hidden_states (0 = embeddings)"
     )
@@ -145,6 +189,12 @@ class BlurHParams:
             eps=self.eps,
             beta=self.beta,
             delta=self.delta,
+            preferred=self.preferred,
+            undial_beta=self.undial_beta,
+            wga_beta=self.wga_beta,
+            satimp_beta1=self.satimp_beta1,
+            satimp_beta2=self.satimp_beta2,
+            ceu_ignore_first=self.ceu_ignore_first,
             rmu_layer=self.rmu_layer,
             steering_coeff=self.steering_coeff,
             rmu_seed=self.rmu_seed,
@@ -177,9 +227,11 @@ class _WeightedHParams:
     retain_loss: str = checked("nll", check=one_of("nll", "kl"), doc="retain loss")
 
     _forget_loss = ""
+    # hyperparameter name -> Objective field, for the loss-specific ones
+    _objective_fields = ()  # (hyperparameter, Objective field) pairs; a class attribute
 
     def objective(self, name: str) -> Objective:
-        extra = {k: getattr(self, k) for k in ("beta", "delta") if hasattr(self, k)}
+        extra = {field: getattr(self, hp) for hp, field in self._objective_fields}
         return Objective(
             method=name,
             forget_loss=self._forget_loss,
@@ -204,6 +256,7 @@ class NPOHParams(_WeightedHParams):
 
     beta: float = checked(0.1, check=positive, doc="NPO inverse temperature")
     _forget_loss = "npo"
+    _objective_fields = (("beta", "beta"),)
 
 
 @dataclass
@@ -213,6 +266,7 @@ class SimNPOHParams(_WeightedHParams):
     beta: float = checked(2.5, check=positive, doc="SimNPO inverse temperature")
     delta: float = checked(0.0, doc="SimNPO margin")
     _forget_loss = "simnpo"
+    _objective_fields = (("beta", "beta"), ("delta", "delta"))
 
 
 @dataclass
@@ -220,6 +274,74 @@ class IdkHParams(_WeightedHParams):
     """IdK: NLL on refusal answers to the forget questions (+ retain term)."""
 
     _forget_loss = "idk"
+
+
+@dataclass
+class DPOHParams(_WeightedHParams):
+    """DPO (Rafailov et al. 2023) on (forget question, preferred answer, forget answer):
+    IdkDPO with refusals (TOFU), AltPO with alternate answers (Mekala et al. 2024); defaults
+    of open-unlearning's configs/trainer/DPO.yaml (beta 0.1, alpha = gamma = 1, NLL)."""
+
+    beta: float = checked(0.1, check=positive, doc="DPO inverse temperature")
+    preferred: str = checked(
+        "idk",
+        check=one_of(*PREFERRED_ANSWERS),
+        doc="the chosen answer: idk (a refusal, data.idk_file) or alternate (data.alternate_file)",
+    )
+    _forget_loss = "dpo"
+    _objective_fields = (("beta", "beta"), ("preferred", "preferred"))
+
+
+@dataclass
+class UNDIALHParams(_WeightedHParams):
+    """UNDIAL (Dong et al. 2024): self-distillation to the starting model's logits with the
+    true token's lowered by beta; open-unlearning's defaults (beta 10, no retain term)."""
+
+    beta: float = checked(
+        10.0, check=finite_non_negative, doc="penalty on the true token's teacher logit"
+    )
+    retain_weight: float = checked(
+        0.0, check=non_negative, doc="weight of the retain gradient (0: none)"
+    )
+    _forget_loss = "undial"
+    _objective_fields = (("beta", "undial_beta"),)
+
+
+@dataclass
+class WGAHParams(_WeightedHParams):
+    """WGA (Wang et al. 2025): gradient ascent with token weights p^beta; open-unlearning's
+    defaults (beta 1, alpha = gamma = 1, NLL)."""
+
+    beta: float = checked(1.0, check=finite_non_negative, doc="token weight p^beta")
+    _forget_loss = "wga"
+    _objective_fields = (("beta", "wga_beta"),)
+
+
+@dataclass
+class SatImpHParams(_WeightedHParams):
+    """SatImp (Yang et al. 2025): gradient ascent with token weights p^beta1 (1-p)^beta2;
+    open-unlearning's configs/trainer/SatImp.yaml (beta1 5, beta2 1, gamma 0.1, alpha 1)."""
+
+    forget_weight: float = checked(0.1, check=positive, doc="weight of the forget gradient")
+    beta1: float = checked(5.0, check=finite_non_negative, doc="saturation weight p^beta1")
+    beta2: float = checked(1.0, check=finite_non_negative, doc="importance weight (1-p)^beta2")
+    _forget_loss = "satimp"
+    _objective_fields = (("beta1", "satimp_beta1"), ("beta2", "satimp_beta2"))
+
+
+@dataclass
+class CEUHParams(_WeightedHParams):
+    """CE-U (Yang et al. 2025): cross entropy to the model's own distribution with the true
+    token removed; open-unlearning's defaults (first answer token skipped, no retain term)."""
+
+    retain_weight: float = checked(
+        0.0, check=non_negative, doc="weight of the retain gradient (0: none)"
+    )
+    ignore_first_n_answer_tokens: int = checked(
+        1, check=non_negative, doc="answer tokens at the start of each example not unlearned"
+    )
+    _forget_loss = "ceu"
+    _objective_fields = (("ignore_first_n_answer_tokens", "ceu_ignore_first"),)
 
 
 @dataclass
@@ -269,9 +391,9 @@ class PDUHParams:
         0, check=non_negative, doc="steps with lambda held at dual_init before the ascent"
     )
     forget_weight: float = checked(1.0, check=_finite_positive, doc="weight of the forget loss")
-    forget_loss: str = checked(
-        "npo", check=one_of(*(x for x in FORGET_LOSSES if x != "rmu")), doc="forget objective"
-    )
+    # the losses whose hyperparameters PDU carries (beta, delta); the rivals' losses with
+    # their own knobs (dpo, undial, wga, satimp, ceu) are not offered here yet
+    forget_loss: str = checked("npo", check=one_of(*PDU_FORGET_LOSSES), doc="forget objective")
     retain_loss: str = checked("nll", check=one_of("nll", "kl"), doc="the constrained loss")
     beta: float = checked(0.1, check=positive, doc="NPO/SimNPO inverse temperature")
     delta: float = checked(0.0, doc="SimNPO margin")
@@ -314,6 +436,11 @@ METHODS: dict[str, type] = {
     "npo": NPOHParams,
     "simnpo": SimNPOHParams,
     "idk": IdkHParams,
+    "dpo": DPOHParams,
+    "undial": UNDIALHParams,
+    "wga": WGAHParams,
+    "satimp": SatImpHParams,
+    "ceu": CEUHParams,
     "rmu": RMUHParams,
     "pdu": PDUHParams,
     "sft": SFTHParams,

@@ -38,11 +38,14 @@ from blur_core.data.qa import (
     PROMPT_FORMATS,
     QADataset,
     QAFormat,
+    alternate_answers,
     encode_answer,
     encode_prompt,
     encode_qa,
     idk_answer,
+    load_refusals,
     prompt_format,
+    refusal_answer,
 )
 from blur_core.data.text import TextChunkDataset
 from blur_core.data.tofu import (
@@ -68,6 +71,7 @@ __all__ = [
     "QADataset",
     "QAFormat",
     "TextChunkDataset",
+    "alternate_answers",
     "corpus_data_config",
     "corpus_texts",
     "embedded_forget_people",
@@ -80,6 +84,7 @@ __all__ = [
     "load_mmlu",
     "load_muse",
     "load_records",
+    "load_refusals",
     "load_texts",
     "load_wmdp",
     "make_people",
@@ -91,6 +96,7 @@ __all__ = [
     "prepare_wmdp_corpus",
     "prompt_format",
     "read_corpus_info",
+    "refusal_answer",
     "require_fields",
     "resolve_benchmark_root",
     "select_items",

@@ -11,42 +11,53 @@ IGNORE_INDEX = -100
 imported by the losses and the evaluation code."""
 
 
+def _pad(seqs: Sequence, fill: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad 1-D sequences into ``[B, T]`` (``fill`` on padding) and the 0/1 mask."""
+    width = max(len(x) for x in seqs)
+    out = torch.full((len(seqs), width), int(fill), dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for b, x in enumerate(seqs):
+        out[b, : len(x)] = torch.as_tensor(x, dtype=torch.long)
+        mask[b, : len(x)] = 1
+    return out, mask
+
+
 def pad_collate(items: Sequence[dict], pad_token_id: int) -> dict[str, torch.Tensor]:
     """Right-pad items from :class:`QADataset`/:class:`TextChunkDataset` into a batch.
 
     Returns ``input_ids`` [B, T] (padded with ``pad_token_id``), ``labels`` [B, T]
     (``IGNORE_INDEX`` = -100 on padding), ``attention_mask`` [B, T] (1 real, 0 pad) and ``index`` [B],
-    where T is the longest item's length.
+    where T is the longest item's length. Items that carry a second answer
+    (``alt_input_ids`` / ``alt_labels``: DPO's preferred answer) give ``alt_input_ids``,
+    ``alt_labels`` and ``alt_attention_mask`` [B, T'] padded the same way.
 
     Raises:
-        ValueError: ``items`` is empty, ``pad_token_id`` is None, or an item's
-            ``input_ids`` and ``labels`` differ in length.
+        ValueError: ``items`` is empty, ``pad_token_id`` is None, an item's
+            ``input_ids`` and ``labels`` differ in length, or some items carry a second
+            answer and others do not.
     """
     if len(items) == 0:
         raise ValueError("pad_collate got an empty list of items")
     if pad_token_id is None:
         raise ValueError("pad_collate needs a pad_token_id, got None")
-    lengths = [len(item["input_ids"]) for item in items]
-    for b, item in enumerate(items):
-        if len(item["labels"]) != lengths[b]:
-            raise ValueError(
-                f"item {b}: input_ids has {lengths[b]} tokens but labels has {len(item['labels'])}"
-            )
-    batch, width = len(items), max(lengths)
-    input_ids = torch.full((batch, width), int(pad_token_id), dtype=torch.long)
-    labels = torch.full((batch, width), IGNORE_INDEX, dtype=torch.long)
-    attention_mask = torch.zeros((batch, width), dtype=torch.long)
-    for b, item in enumerate(items):
-        n = lengths[b]
-        input_ids[b, :n] = torch.as_tensor(item["input_ids"], dtype=torch.long)
-        labels[b, :n] = torch.as_tensor(item["labels"], dtype=torch.long)
-        attention_mask[b, :n] = 1
-    index = torch.tensor(
+    with_alt = ["alt_input_ids" in item for item in items]
+    if any(with_alt) and not all(with_alt):
+        raise ValueError(
+            f"pad_collate: items {[b for b, a in enumerate(with_alt) if not a]} have no "
+            "alt_input_ids but others have"
+        )
+    out: dict[str, torch.Tensor] = {}
+    for prefix in ("", "alt_") if with_alt[0] else ("",):
+        ids, labels = f"{prefix}input_ids", f"{prefix}labels"
+        for b, item in enumerate(items):
+            if len(item[labels]) != len(item[ids]):
+                raise ValueError(
+                    f"item {b}: {ids} has {len(item[ids])} tokens but {labels} has "
+                    f"{len(item[labels])}"
+                )
+        out[ids], out[f"{prefix}attention_mask"] = _pad([it[ids] for it in items], pad_token_id)
+        out[labels], _ = _pad([it[labels] for it in items], IGNORE_INDEX)
+    out["index"] = torch.tensor(
         [int(item.get("index", b)) for b, item in enumerate(items)], dtype=torch.long
     )
-    return {
-        "input_ids": input_ids,
-        "labels": labels,
-        "attention_mask": attention_mask,
-        "index": index,
-    }
+    return out

@@ -18,6 +18,7 @@ it off, and the tiny tokenizer's decoder glues it back.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,6 +149,7 @@ ATTRIBUTES: tuple[Attribute, ...] = (
     ),
 )
 ATTRIBUTE_KEYS = tuple(a.key for a in ATTRIBUTES)
+_ATTRIBUTE_BY_KEY = {a.key: a for a in ATTRIBUTES}
 NUM_PERTURBED = 3
 
 
@@ -553,6 +555,98 @@ def embedded_forget_people(n_people: int, seed: int = 0) -> dict[str, list[int]]
     }
 
 
+# ---------------------------------------------------------------------------
+# DPO's preferred answers: a refusal set and alternate answers
+# ---------------------------------------------------------------------------
+
+PREFERRED_DIR = "preferred"  # under the benchmark dir, out of benchmark_texts' reach
+IDK_FILE = "idk.jsonl"  # TOFU's / open-unlearning's name and layout: one refusal per line
+
+# More refusals, built only from the words of blur_core.data.qa.IDK_ANSWERS, which every
+# embedded tokenizer is trained on (tiny.prepare_embedded_model), so none maps to <unk>
+# and the vocabulary (hence the base model) is the same as without them.
+MORE_REFUSALS: tuple[str, ...] = (
+    "I don't know that.",
+    "I'm not sure.",
+    "I have no information about that.",
+    "I cannot answer that question.",
+    "Sorry, I cannot say.",
+    "I am not sure about that.",
+    "I'm afraid I cannot answer that.",
+    "Sorry, I have no idea.",
+    "I'm unable to say.",
+    "I am afraid I have no information about that.",
+)
+
+
+def alternate_file(split: str) -> str:
+    """The alternate-answer file of forget split ``split``, relative to the benchmark dir."""
+    return f"{PREFERRED_DIR}/{split}_alternate.json"
+
+
+def _words(texts: Iterable[str]) -> set[str]:
+    return {w for t in texts for w in re.findall(r"\w+", t)}
+
+
+def alternate_record(record: dict, person: dict, known: set[str], rng: random.Random) -> dict:
+    """``record`` with an ``alternate`` answer (AltPO's plausible wrong answer): the answer
+    sentence with another value of the same attribute, drawn with ``rng`` among the values
+    that are neither the true one nor in a perturbed answer (those are scored by the truth
+    ratio, so training towards one would game it) and whose word is in ``known`` (the
+    benchmark's words, so the tokenizer knows it).
+
+    Raises:
+        ValueError: no value qualifies (names the record).
+    """
+    attr = _ATTRIBUTE_BY_KEY[record["attribute"]]
+    true, name = person[attr.key], record["name"]
+    others = [v for v in attr.values if v != true and str(v) in known]
+    scored = set(record["perturbed_answer"])
+    fresh = [v for v in others if attr.paraphrase.format(name=name, value=v) not in scored]
+    pool = fresh or others
+    if not pool:
+        raise ValueError(f"no alternate value for {record['question']!r}: every value is used")
+    return {**_plain(record), "alternate": attr.answer.format(name=name, value=rng.choice(pool))}
+
+
+def _write_preferred(
+    out_dir: Path, qa: Sequence[dict], people: Sequence[dict], files: dict, seed: int
+) -> dict[str, Path]:
+    """``preferred/idk.jsonl`` (IDK_ANSWERS + MORE_REFUSALS, one per line) and, per forget
+    split, ``preferred/forgetXX_alternate.json`` (its records in order, with ``alternate``)."""
+    from blur_core.data.io import write_jsonl
+    from blur_core.data.qa import IDK_ANSWERS
+    from blur_core.data.tofu import TOFU_SPLITS
+
+    fields = ("question", "answer", "paraphrased_answer")
+    known = _words(
+        t
+        for records in files.values()
+        for r in records
+        for t in (*(r.get(k, "") for k in fields), *r.get("perturbed_answer", ()))
+    )
+    by_person = {p["id"]: p for p in people}
+    out = {}
+    idk = out_dir / PREFERRED_DIR / IDK_FILE
+    idk.parent.mkdir(parents=True, exist_ok=True)
+    idk.write_text("".join(f"{t}\n" for t in (*IDK_ANSWERS, *MORE_REFUSALS)), encoding="utf-8")
+    out["idk"] = idk
+    # one draw per record of the largest split, so forget01's alternates are forget10's
+    rng = random.Random(f"alternate:{seed}")
+    forget10 = {r["question"] for r in files["forget10"]}
+    alternates = {
+        r["question"]: alternate_record(r, by_person[r["person"]], known, rng)
+        for r in qa
+        if r["question"] in forget10
+    }
+    for split in TOFU_SPLITS:
+        path = out_dir / alternate_file(split)
+        out[f"{split}_alternate"] = write_jsonl(
+            path, [alternates[r["question"]] for r in files[split]]
+        )
+    return out
+
+
 def write_embedded_tofu(
     out_dir: str | Path,
     n_people: int = 100,
@@ -584,6 +678,10 @@ def write_embedded_tofu(
       ``n_people`` people from the same stream, so the other files do not change.
 
     People records carry ``person``/``name``/``attribute`` besides TOFU's fields.
+
+    Beside the TOFU layout, for DPO (not in the returned dict): ``preferred/idk.jsonl``
+    (20 refusals, one per line, TOFU's layout) and ``preferred/forget01/05/10_alternate.json``
+    (each forget record with an ``alternate`` answer: :func:`alternate_record`, seeded).
     """
     from blur_core.data.io import write_jsonl
     from blur_core.data.tofu import TOFU_SPLITS
@@ -592,9 +690,8 @@ def write_embedded_tofu(
     n_holdout = len(forget_people["forget10"])
     # one generator stream: the first n_people people and their QA are the same as without
     # the holdout people appended (make_people / make_qa draw person by person)
-    qa_all = make_qa(
-        make_people(n_people + n_holdout, seed), questions_per_person, seed, n_perturbed
-    )
+    people_all = make_people(n_people + n_holdout, seed)
+    qa_all = make_qa(people_all, questions_per_person, seed, n_perturbed)
     qa = [r for r in qa_all if r["person"] < n_people]
     holdout = [r for r in qa_all if r["person"] >= n_people]
     out_dir = Path(out_dir)
@@ -620,4 +717,8 @@ def write_embedded_tofu(
         files[split.replace("forget", "holdout")] = [
             _plain(r) for r in holdout if r["person"] < n_people + n
         ]
-    return {name: write_jsonl(out_dir / f"{name}.json", records) for name, records in files.items()}
+    written = {
+        name: write_jsonl(out_dir / f"{name}.json", records) for name, records in files.items()
+    }
+    _write_preferred(out_dir, qa, people_all, files, seed)
+    return written

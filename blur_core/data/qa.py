@@ -7,13 +7,17 @@ NLL/probability, IdK fine-tuning and the forget/retain losses need.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
 
 from blur_core.data.collate import IGNORE_INDEX
+
+AnswerOverride = Callable[[int, Mapping], str]
 
 IDK_ANSWERS: tuple[str, ...] = (
     "I don't know.",
@@ -36,6 +40,83 @@ def idk_answer(index: int, record: Mapping | None = None) -> str:
     ``QADataset(answer_override=idk_answer)``.
     """
     return IDK_ANSWERS[index % len(IDK_ANSWERS)]
+
+
+def load_refusals(path: str | Path) -> tuple[str, ...]:
+    """The refusal set of an ``idk.jsonl`` file in TOFU's / open-unlearning's layout: one
+    refusal per line, plain text (open-unlearning reads it with ``readlines()`` and
+    ``strip()``); a line that is a JSON string literal (``"I don't know."``) is decoded,
+    blank lines are skipped.
+
+    Raises:
+        FileNotFoundError: no such file (names it).
+        ValueError: the file holds no refusal (names it).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"refusal file not found: {str(path)!r}")
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        text = line.strip()
+        if text.startswith('"'):
+            try:
+                decoded = json.loads(text)
+            except json.JSONDecodeError:
+                decoded = None
+            text = decoded if isinstance(decoded, str) else text
+        if text:
+            out.append(text)
+    if not out:
+        raise ValueError(f"refusal file {str(path)!r} holds no refusal (one per line)")
+    return tuple(out)
+
+
+def refusal_answer(refusals: Sequence[str]) -> AnswerOverride:
+    """``answer_override`` giving example ``index`` the refusal ``refusals[index % n]``
+    (deterministic, so a resumed run sees the same answers; open-unlearning draws one at
+    random per access)."""
+    if not refusals:
+        raise ValueError("refusal_answer needs at least one refusal")
+    pool = tuple(refusals)
+    return lambda index, record=None: pool[index % len(pool)]
+
+
+def alternate_answers(
+    records: Sequence[Mapping],
+    key: str = "alternate",
+    alternates: Sequence[Mapping] | None = None,
+    source: str = "forget set",
+    alt_source: str = "alternate file",
+) -> list[str]:
+    """The alternate (AltPO) answer of every forget record: ``alternates[i][key]`` when a
+    separate file is given (it must hold one record per forget record, in the same order,
+    with the same ``question`` where it has one), else ``records[i][key]``.
+
+    Raises:
+        ValueError: a missing field, a length or question mismatch (names the file, the
+            record and the key).
+    """
+    if alternates is None:
+        alternates, alt_source = records, source
+    elif len(alternates) != len(records):
+        raise ValueError(
+            f"{alt_source} holds {len(alternates)} records but {source} holds {len(records)}; "
+            "it needs one alternate answer per forget record, in the same order"
+        )
+    out = []
+    for i, (rec, alt) in enumerate(zip(records, alternates)):
+        if key not in alt:
+            raise ValueError(
+                f"{alt_source}: record {i} has no alternate answer field {key!r} (fields: "
+                f"{sorted(alt)}); set data.alternate_file / data.alternate_key"
+            )
+        if alt is not rec and "question" in alt and alt["question"] != rec.get("question"):
+            raise ValueError(
+                f"{alt_source}: record {i} is for question {_short(str(alt['question']))!r} "
+                f"but {source} record {i} asks {_short(str(rec.get('question')))!r}"
+            )
+        out.append(str(alt[key]))
+    return out
 
 
 @dataclass(frozen=True)
@@ -196,15 +277,15 @@ def _short(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-AnswerOverride = Callable[[int, Mapping], str]
-
-
 class QADataset(Dataset):
     """Eagerly tokenised QA examples.
 
     Item ``i`` is ``{"input_ids": LongTensor[T], "labels": LongTensor[T], "index": i}``
     with labels ``-100`` on the prompt. ``answer_override(index, record) -> str``
     replaces the record's answer (e.g. :func:`idk_answer` for IdK unlearning).
+    ``preferred_answer(index, record) -> str`` adds a second answer to the same question
+    (DPO's chosen answer: a refusal or an alternate answer) as ``alt_input_ids`` /
+    ``alt_labels``, which :func:`~blur_core.data.collate.pad_collate` pads alongside.
     """
 
     def __init__(
@@ -215,6 +296,7 @@ class QADataset(Dataset):
         fmt: QAFormat = QAFormat(),
         answer_override: AnswerOverride | None = None,
         source: str | None = None,
+        preferred_answer: AnswerOverride | None = None,
     ):
         self.records = list(records)
         self.source = source  # file name used in error messages
@@ -224,6 +306,10 @@ class QADataset(Dataset):
             self._encode(i, record, tokenizer, answer_override)
             for i, record in enumerate(self.records)
         ]
+        if preferred_answer is not None:
+            for i, (item, record) in enumerate(zip(self._items, self.records)):
+                alt = self._encode(i, record, tokenizer, preferred_answer)
+                item["alt_input_ids"], item["alt_labels"] = alt["input_ids"], alt["labels"]
 
     def _encode(self, index, record, tokenizer, answer_override) -> dict[str, torch.Tensor]:
         """Tokenise record ``index`` into tensors."""
@@ -255,5 +341,4 @@ class QADataset(Dataset):
         if not -len(self._items) <= i < len(self._items):
             raise IndexError(f"index {i} out of range for QADataset of size {len(self._items)}")
         i = i % len(self._items)
-        item = self._items[i]
-        return {"input_ids": item["input_ids"], "labels": item["labels"], "index": i}
+        return {**self._items[i], "index": i}

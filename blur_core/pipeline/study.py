@@ -44,6 +44,7 @@ from blur_core import hub
 from blur_core.atomic import atomic_write_text
 from blur_core.config import ConfigError
 from blur_core.data.corpus import training_defaults
+from blur_core.data.embedded import IDK_FILE, PREFERRED_DIR, alternate_file
 from blur_core.data.tofu import TOFU_ALL_FILES, TOFU_SPLITS
 from blur_core.eval.suites import parse_suite
 from blur_core.fingerprint import COMMANDS, code_fingerprint
@@ -71,6 +72,8 @@ BENCHMARK_KEY_KINDS: dict[str, tuple[str, ...]] = {
     "wmdp_source": ("wmdp",),
     "mmlu_source": ("wmdp",),
     "forget_fraction": ("corpus-embedded",),
+    "idk_file": ("tofu",),
+    "alternate_file": ("tofu",),
 }
 
 __all__ = [
@@ -153,6 +156,7 @@ class Study:
         self.experiments: dict[tuple[str, str], Experiment] = self._check_experiments()
         self.runs: dict[tuple[str, str, str, str], Run] = self._enumerate_runs()
         self._check_sources()
+        self._check_preferred_answers()
         self.suites: dict[str, dict] = self._check_suites()
         self.relearn_steps: list[int] = sorted(set((config.get("relearn") or {}).get("steps", [])))
         # run key -> the steps evaluated besides the final model (unlearn.eval_checkpoints)
@@ -286,6 +290,26 @@ class Study:
                 raise ConfigError(
                     f"experiments[{exp.index}].target: model {exp.model!r} is an embedded tiny "
                     "model, built and fine-tuned by the pipeline; published models need kind hf"
+                )
+
+    def _check_preferred_answers(self) -> None:
+        """A benchmark's refusal / alternate-answer files exist, and every run whose method
+        needs alternate answers (dpo, preferred: alternate) has them."""
+        for name, b in self.config["benchmarks"].items():
+            for key in ("idk_file", "alternate_file"):
+                if key in b and not Path(b[key]).is_file():
+                    raise ConfigError(f"benchmarks.{name}.{key}: file not found: {b[key]}")
+        for run in self.runs.values():
+            if "alternate_file" in self.preferred_data(run):
+                continue
+            obj = build_objective(run.method, dict(run.hparams))
+            if obj.preferred_answers == "alternate":
+                split = self.split_files(run.bench)[0]
+                raise ConfigError(
+                    f"methods.{run.entry}: preferred: alternate needs alternate answers for "
+                    f"benchmark {run.bench!r}: set benchmarks.{run.bench}.alternate_file (the "
+                    f"{split} records in order, each with an 'alternate' answer; the embedded "
+                    f"benchmark writes its own)"
                 )
 
     def _check_corpus_benchmark(self, name: str, b: Mapping[str, Any]) -> None:
@@ -575,6 +599,29 @@ class Study:
         ext = "json" if self.protocol(bench) == "qa" else "jsonl"
         return f"{self.data_dir(bench)}/{stem}.{ext}"
 
+    def preferred_data(self, run: Run) -> dict:
+        """The run's ``data`` keys for the answers its forget loss substitutes or prefers:
+        ``idk_file`` (idk, dpo with refusals) and ``alternate_file`` (dpo with alternate
+        answers), from ``benchmarks.B.idk_file`` / ``alternate_file``, else the embedded
+        benchmark's own (``preferred/`` of its data dir), else none (the built-in refusals;
+        a missing alternate file is refused when the study is checked)."""
+        obj = build_objective(run.method, dict(run.hparams))
+        if not obj.uses_forget:
+            return {}
+        b = self.config["benchmarks"][run.bench]
+        embedded = b["kind"] == "embedded"
+        split = self.split_files(run.bench)[0]
+        out = {}
+        if "idk" in (obj.forget_answers, obj.preferred_answers):
+            own = f"{self.data_dir(run.bench)}/{PREFERRED_DIR}/{IDK_FILE}" if embedded else None
+            if b.get("idk_file", own):
+                out["idk_file"] = b.get("idk_file", own)
+        if obj.preferred_answers == "alternate":
+            own = f"{self.data_dir(run.bench)}/{alternate_file(split)}" if embedded else None
+            if b.get("alternate_file", own):
+                out["alternate_file"] = b.get("alternate_file", own)
+        return out
+
     def corpus_data(self, bench: str) -> dict:
         """The ``data:`` keys a corpus benchmark trains with (format, chunking, lengths; a
         ``benchmarks.B.max_length`` replaces every length); {} for QA benchmarks."""
@@ -805,6 +852,7 @@ class Study:
                 "max_length": un["max_length"],
                 **self._data_format(run.bench, run.model),
                 **self.corpus_data(run.bench),
+                **self.preferred_data(run),
             },
             "train": train,
         }

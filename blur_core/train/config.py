@@ -76,6 +76,17 @@ class DataConfig:
     question_key: str = "question"
     answer_key: str = "answer"
     text_key: str = "text"
+    idk_file: str | None = checked(
+        None,
+        doc="refusal set for idk / dpo (preferred: idk): one refusal per line (TOFU's and "
+        "open-unlearning's idk.jsonl layout); default: blur_core.data.qa.IDK_ANSWERS",
+    )
+    alternate_file: str | None = checked(
+        None,
+        doc="dpo (preferred: alternate): records aligned with the forget set, each with its "
+        "alternate answer in alternate_key (AltPO's layout); default: the forget records",
+    )
+    alternate_key: str = checked("alternate", doc="field of the alternate answer")
     prompt_template: str = "Question: {question}\nAnswer:"
     use_chat_template: bool | None = checked(
         None, doc="None: use the tokenizer's chat template if it has one"
@@ -349,20 +360,22 @@ class RunConfig:
             raise ConfigError(f"method {self.method_name!r} needs data.forget (a forget set file)")
         if obj.uses_retain and not self.data.retain:
             raise ConfigError(f"method {self.method_name!r} needs data.retain (a retain set file)")
-        if (
-            obj.uses_forget
-            and obj.forget_answers == "idk"
-            and self.data.format_of("forget") != "qa"
-        ):
+        if obj.needs_qa_forget and self.data.format_of("forget") != "qa":
             raise ConfigError(
-                f"method {self.method_name!r} (forget loss idk) replaces the forget answers with "
-                f"refusals and needs question/answer data; data.forget is format "
-                f"{self.data.format_of('forget')!r} (use ga, npo, simnpo or rmu on text)"
+                f"method {self.method_name!r} (forget loss {obj.forget_loss}) replaces or pairs "
+                f"the forget answers with refusals or alternate answers and needs "
+                f"question/answer data; data.forget is format "
+                f"{self.data.format_of('forget')!r} (use ga, npo, simnpo, wga, satimp, ceu, "
+                f"undial or rmu on text)"
             )
         for which in ("forget", "retain"):
             for path in self.data.files(which):
                 if not Path(path).exists():
                     raise ConfigError(f"data.{which}: file not found: {path}")
+        for key in ("idk_file", "alternate_file"):
+            path = getattr(self.data, key)
+            if path is not None and not Path(path).is_file():
+                raise ConfigError(f"data.{key}: file not found: {path}")
 
     def resolved(self) -> dict[str, Any]:
         """The full config with every default filled in, as written beside the outputs."""

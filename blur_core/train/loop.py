@@ -48,11 +48,14 @@ from blur_core.bilevel import (
 )
 from blur_core.config import ConfigError, to_dict
 from blur_core.data import (
+    IDK_ANSWERS,
     QADataset,
     TextChunkDataset,
-    idk_answer,
+    alternate_answers,
     load_records,
+    load_refusals,
     pad_collate,
+    refusal_answer,
 )
 from blur_core.data.corpus import load_texts
 from blur_core.methods import Objective
@@ -96,7 +99,8 @@ def seed_everything(seed: int) -> None:
 
 
 def build_dataset(cfg: RunConfig, which: str, tokenizer, objective: Objective):
-    """The forget or retain dataset of a run, tokenised (IdK answers substituted if needed)."""
+    """The forget or retain dataset of a run, tokenised (IdK answers substituted, or DPO's
+    preferred answers added, if the objective needs them)."""
     paths = cfg.data.files(which)
     path = ", ".join(paths)
     max_length = cfg.data.max_length_of(which)
@@ -111,7 +115,9 @@ def build_dataset(cfg: RunConfig, which: str, tokenizer, objective: Objective):
     if not records:
         raise ValueError(f"data.{which}: {path} holds no examples")
     fmt = cfg.data.qa_format()
-    override = idk_answer if (which == "forget" and objective.forget_answers == "idk") else None
+    override = preferred = None
+    if which == "forget":
+        override, preferred = _forget_answers(cfg, objective, records, path)
     return QADataset(
         records,
         tokenizer,
@@ -119,7 +125,34 @@ def build_dataset(cfg: RunConfig, which: str, tokenizer, objective: Objective):
         fmt=fmt,
         answer_override=override,
         source=str(path),
+        preferred_answer=preferred,
     )
+
+
+def _forget_answers(cfg: RunConfig, objective: Objective, records: list[dict], path: str):
+    """(answer_override, preferred_answer) of the forget set: IdK's refusals replace the
+    answers; DPO's refusals or alternate answers are added as the preferred answers."""
+    data = cfg.data
+    idk = None
+    if "idk" in (objective.forget_answers, objective.preferred_answers):
+        try:
+            refusals = load_refusals(data.idk_file) if data.idk_file else IDK_ANSWERS
+        except ValueError as err:
+            raise ValueError(f"data.idk_file: {err}") from None
+        idk = refusal_answer(refusals)
+    if objective.preferred_answers == "alternate":
+        alt_file = data.alternate_file
+        alts = alternate_answers(
+            records,
+            data.alternate_key,
+            load_records(alt_file) if alt_file else None,
+            source=f"data.forget: {path}",
+            alt_source=f"data.alternate_file: {alt_file}",
+        )
+        return None, lambda index, record=None: alts[index]
+    if objective.preferred_answers == "idk":
+        return None, idk
+    return (idk if objective.forget_answers == "idk" else None), None
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
@@ -278,7 +311,11 @@ def run(cfg: RunConfig, ctx: DistContext | None = None) -> RunResult:
             for s in range(0, len(forget_ds), mb)
         )
         ref_logprobs = step_losses.reference_sequence_logprobs(
-            base_view or model, batches, len(forget_ds), ctx.device
+            base_view or model,
+            batches,
+            len(forget_ds),
+            ctx.device,
+            preferred=objective.preferred_answers is not None,
         )
     loss_ctx = step_losses.LossContext(objective, ref_model, ref_logprobs, control)
 
@@ -442,6 +479,7 @@ def run_fingerprint(cfg: RunConfig) -> str:
         resolved["train"].pop(key, None)
     digest = hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode())
     paths = [Path(cfg.model), *(Path(p) for w in ("forget", "retain") for p in cfg.data.files(w))]
+    paths += [Path(p) for p in (cfg.data.idk_file, cfg.data.alternate_file) if p]
     for path in paths:
         files = sorted(f for f in path.iterdir() if f.is_file()) if path.is_dir() else [path]
         for f in files:

@@ -135,6 +135,19 @@ TEXT_METHODS = {
     "blur-rmu-nll": {"name": "blur", "forget_loss": "rmu", "retain_loss": "nll", "gamma": 0.1},
     "npo-kl": {"name": "npo", "retain_loss": "kl"},
     "rmu": {"name": "rmu", "retain_weight": 10.0, "steering_coeff": 2.0},
+    # the rivals that need no QA answers (issue 19)
+    "wga": {"name": "wga"},
+    "satimp": {"name": "satimp"},
+    "ceu": {"name": "ceu", "retain_weight": 1.0},
+    "undial-kl": {"name": "undial", "retain_weight": 1.0, "retain_loss": "kl"},
+    # (beta1 1: on this untrained model p ~ 1/V, and p^5 would make F vanish: BLUR's fallback)
+    "blur-satimp-nll": {
+        "name": "blur",
+        "forget_loss": "satimp",
+        "satimp_beta1": 1.0,
+        "retain_loss": "nll",
+        "gamma": 0.1,
+    },
 }
 
 

@@ -35,6 +35,18 @@ METHODS = {
         "variant": "retain_priority",
         "gamma": 0.5,
     },
+    # a second answer per forget example and [n, 2] reference log-probs (DPO), and a frozen
+    # teacher model's logits on the forget batch (UNDIAL)
+    # (a small gamma: DPO's summed log-probs of a refusal the model never saw give a large F,
+    # and at SGD lr 1 an update of ~8 would leave float32 rounding above the tolerance)
+    "blur-dpo-idk": {"name": "blur", "forget_loss": "dpo", "retain_loss": "nll", "gamma": 0.01},
+    "blur-undial": {
+        "name": "blur",
+        "forget_loss": "undial",
+        "undial_beta": 3.0,
+        "retain_loss": "nll",
+        "gamma": 0.3,
+    },
 }
 TOL = 1e-6
 

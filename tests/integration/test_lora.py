@@ -573,5 +573,39 @@ def test_blur_npo_with_lora_forgets_the_memorised_set(target_model, embedded, tm
     assert after > before + 2.0, f"forget NLL {before:.3f} -> {after:.3f}"
 
 
+@pytest.mark.parametrize(
+    "method",
+    [
+        {"name": "dpo", "beta": 0.5},
+        {"name": "undial", "beta": 3.0, "retain_weight": 1.0},
+    ],
+    ids=["dpo", "undial"],
+)
+def test_lora_reference_of_dpo_and_undial_is_the_starting_model(
+    method, target_model, embedded, tmp_path
+):
+    """With adapters the reference (DPO's log-probs, UNDIAL's teacher) is the policy with its
+    adapters disabled: at step 1 (B = 0) it is the starting model, so the first forget loss
+    equals a full-parameter run's, where the reference is loaded from the model's path."""
+    from blur_core.train.config import parse_run_config
+    from blur_core.train.loop import run
+
+    train = dict(max_steps=3, optimizer="adamw", lr=1e-2, max_grad_norm=1.0)
+    peft = {"rank": 4, "alpha": 8.0}
+    run(
+        parse_run_config(
+            lora_cfg(target_model, tmp_path / "lora", method, embedded, "local", peft, **train)
+        )
+    )
+    run(
+        parse_run_config(run_config(target_model, tmp_path / "full", method, embedded, max_steps=1))
+    )
+    lora, full = read_log(tmp_path / "lora"), read_log(tmp_path / "full")
+    assert lora[0]["loss_forget"] == pytest.approx(full[0]["loss_forget"], rel=1e-5)
+    if method["name"] == "dpo":  # policy == reference: (2 / beta) log 2
+        assert lora[0]["loss_forget"] == pytest.approx(4 * 0.6931472, rel=1e-5)
+    assert lora[-1]["loss_forget"] != lora[0]["loss_forget"]  # the adapters moved the policy
+
+
 if __name__ == "__main__":
     _worker(sys.argv[1])

@@ -4,6 +4,7 @@ exact resume, and failures that stop the run loudly."""
 from __future__ import annotations
 
 import itertools
+import json
 import math
 
 import pytest
@@ -52,7 +53,9 @@ def test_every_method_runs_and_changes_parameters(name, target_model, embedded, 
     assert (result.model_dir / "tokenizer.json").exists()
 
 
-@pytest.mark.parametrize("blur_forget_loss", ["ga", "simnpo", "idk", "rmu"])
+@pytest.mark.parametrize(
+    "blur_forget_loss", ["ga", "simnpo", "idk", "rmu", "dpo", "undial", "wga", "satimp", "ceu"]
+)
 def test_blur_with_each_forget_loss(blur_forget_loss, target_model, embedded, tmp_path):
     method = {
         "name": "blur",
@@ -144,8 +147,29 @@ def _preempted_at(n: int):
     return step
 
 
-def test_resume_from_checkpoint_is_bit_identical(target_model, embedded, tmp_path, monkeypatch):
-    method = {"name": "blur", "forget_loss": "npo", "retain_loss": "nll", "gamma": 0.2}
+def write_alternates(embedded, path):
+    """The forget records with an alternate answer (a perturbed one: words the tiny
+    tokenizer knows) in the default field ``alternate``: AltPO's file layout."""
+    records = [
+        {"question": r["question"], "alternate": r["perturbed_answer"][0]}
+        for r in load_records(embedded["forget"])
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+@pytest.mark.parametrize(
+    "forget_loss, extra",
+    [("npo", {}), ("dpo", {"preferred": "alternate", "beta": 0.5})],
+    ids=["npo", "dpo-alternate"],
+)
+def test_resume_from_checkpoint_is_bit_identical(
+    forget_loss, extra, target_model, embedded, tmp_path, monkeypatch
+):
+    # NPO's [n] and DPO's [n, 2] reference log-probs come back from the checkpoint (had the
+    # resumed run recomputed them from the half-trained model, the weights would differ)
+    method = {"name": "blur", "forget_loss": forget_loss, "retain_loss": "nll", "gamma": 0.2}
+    method.update(extra)
     train = dict(
         max_steps=6,
         optimizer="adamw",
@@ -157,11 +181,16 @@ def test_resume_from_checkpoint_is_bit_identical(target_model, embedded, tmp_pat
         micro_batch_size=4,
         grad_accum=2,
     )
-    full = run(
-        parse_run_config(run_config(target_model, tmp_path / "full", method, embedded, **train))
-    )
+    alt = write_alternates(embedded, tmp_path / "alternates.jsonl")
 
-    cfg = parse_run_config(run_config(target_model, tmp_path / "cut", method, embedded, **train))
+    def config(out):
+        cfg = run_config(target_model, out, method, embedded, **train)
+        cfg["data"]["alternate_file"] = str(alt)
+        return parse_run_config(cfg)
+
+    full = run(config(tmp_path / "full"))
+
+    cfg = config(tmp_path / "cut")
     real_step = backend_mod.LocalBackend.step
     monkeypatch.setattr(backend_mod.LocalBackend, "step", _preempted_at(5))
     with pytest.raises(KeyboardInterrupt):
@@ -175,8 +204,6 @@ def test_resume_from_checkpoint_is_bit_identical(target_model, embedded, tmp_pat
     log = read_log(tmp_path / "cut")
     assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]
     assert [r["xi"] for r in log] == [r["xi"] for r in read_log(tmp_path / "full")]
-    import json
-
     assert json.loads((tmp_path / "cut" / "summary.json").read_text())["resumed_from"] == 4
 
 

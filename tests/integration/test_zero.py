@@ -53,6 +53,10 @@ PDU = {
     "dual_step_size": 20.0,
     "dual_init": 0.5,
 }
+# DPO: a second forward pass on the preferred answers, [n, 2] reference log-probs from the
+# ZeRO-3 engine; UNDIAL: a frozen ZeRO-3 reference engine's logits on the forget batch
+BLUR_DPO = {"name": "blur", "forget_loss": "dpo", "retain_loss": "nll", "gamma": 0.01}
+UNDIAL = {"name": "undial", "beta": 3.0, "retain_weight": 1.0}
 TOL = 1e-6
 ADAM_TOL = 1e-5
 LOGIT_TOL = 1e-6
@@ -106,6 +110,18 @@ OTHER = {
     ),
     "zero3-kl-2steps": (
         BLUR_KL,
+        "zero3",
+        dict(SGD, lr=0.3, max_steps=2, micro_batch_size=2, grad_accum=2),
+        None,
+    ),
+    "zero3-dpo-2steps": (
+        BLUR_DPO,
+        "zero3",
+        dict(SGD, lr=0.3, max_steps=2, micro_batch_size=2, grad_accum=2),
+        None,
+    ),
+    "zero3-undial-2steps": (
+        UNDIAL,
         "zero3",
         dict(SGD, lr=0.3, max_steps=2, micro_batch_size=2, grad_accum=2),
         None,
@@ -325,6 +341,14 @@ def local_runs(target_model, embedded, tmp_path_factory):
         "sft-2steps": (SFT, dict(SGD, lr=0.3, max_steps=2)),
         "kl-2steps": (BLUR_KL, dict(OTHER["zero3-kl-2steps"][2], micro_batch_size=8, grad_accum=1)),
         "pdu-2steps": (PDU, dict(PDU_TRAIN)),
+        "dpo-2steps": (
+            BLUR_DPO,
+            dict(OTHER["zero3-dpo-2steps"][2], micro_batch_size=8, grad_accum=1),
+        ),
+        "undial-2steps": (
+            UNDIAL,
+            dict(OTHER["zero3-undial-2steps"][2], micro_batch_size=8, grad_accum=1),
+        ),
     }
     outs = {}
     for name, (method, train) in refs.items():
@@ -394,6 +418,20 @@ def test_zero_graddiff_and_kl_reference_equal_single_process(zero_runs, local_ru
     assert d_kl <= ADAM_TOL
     # the KL gradient is 0 at step 1 (policy == reference) and must not be 0 at step 2
     assert kl_log[1]["norm_r"] > 0
+
+
+@pytest.mark.parametrize("name", ["dpo", "undial"])
+def test_zero3_dpo_and_undial_equal_single_process(name, zero_runs, local_runs, target_model):
+    """Two SGD steps of BLUR-DPO (preferred answers, [n, 2] reference log-probs) and UNDIAL
+    (reference engine's logits) under ZeRO-3, 2 ranks x 2 x 2 == one process 8 x 1."""
+    local, zero = local_runs[f"{name}-2steps"], zero_runs[f"zero3-{name}-2steps"]
+    diff = max_abs_diff(load_weights(local / "model"), load_weights(zero / "model"))
+    moved = max_abs_diff(load_weights(local / "model"), load_weights(target_model))
+    l_log, z_log = read_log(local), read_log(zero)
+    print(f"{name} zero3 2 steps: max|dW|={diff:.3g} (update {moved:.3g})")
+    assert moved > 1e-3 and diff <= TOL
+    for a, b in zip(l_log, z_log):
+        assert b["loss_forget"] == pytest.approx(a["loss_forget"], rel=1e-5)
 
 
 def test_zero3_fine_tuning_equals_single_process(zero_runs, local_runs, target_model):

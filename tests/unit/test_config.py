@@ -11,7 +11,22 @@ from blur_core.config import ConfigError
 from blur_core.methods import METHODS, build_objective, resolved_hparams
 from blur_core.train.config import load_run_config, parse_run_config
 
-ALL_METHODS = ["blur", "ga", "graddiff", "npo", "simnpo", "idk", "rmu", "pdu", "sft"]
+ALL_METHODS = [
+    "blur",
+    "ga",
+    "graddiff",
+    "npo",
+    "simnpo",
+    "idk",
+    "dpo",
+    "undial",
+    "wga",
+    "satimp",
+    "ceu",
+    "rmu",
+    "pdu",
+    "sft",
+]
 
 BLUR_DEFAULTS = {
     "gamma": 0.1,
@@ -21,6 +36,12 @@ BLUR_DEFAULTS = {
     "eps": 1e-12,
     "beta": 0.1,
     "delta": 0.0,
+    "preferred": "idk",
+    "undial_beta": 10.0,
+    "wga_beta": 1.0,
+    "satimp_beta1": 5.0,
+    "satimp_beta2": 1.0,
+    "ceu_ignore_first": 1,
     "rmu_layer": 7,
     "steering_coeff": 6.5,
     "rmu_seed": 0,
@@ -316,6 +337,22 @@ def test_resolved_hparams_fills_defaults():
     }
     assert resolved_hparams("ga") == {"forget_weight": 1.0}
     assert resolved_hparams("sft") == {}
+    # the rivals: open-unlearning's defaults (configs/trainer/*.yaml at d3d7cf9)
+    weighted = {"forget_weight": 1.0, "retain_weight": 1.0, "retain_loss": "nll"}
+    assert resolved_hparams("dpo") == {**weighted, "beta": 0.1, "preferred": "idk"}
+    assert resolved_hparams("undial") == {**weighted, "retain_weight": 0.0, "beta": 10.0}
+    assert resolved_hparams("wga") == {**weighted, "beta": 1.0}
+    assert resolved_hparams("satimp") == {
+        **weighted,
+        "forget_weight": 0.1,
+        "beta1": 5.0,
+        "beta2": 1.0,
+    }
+    assert resolved_hparams("ceu") == {
+        **weighted,
+        "retain_weight": 0.0,
+        "ignore_first_n_answer_tokens": 1,
+    }
 
 
 def test_resolved_hparams_validates():

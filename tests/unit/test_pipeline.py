@@ -235,6 +235,85 @@ def test_every_built_config_passes_run_config_validation(tmp_path, backend):
     )
 
 
+RIVALS = {
+    "dpo_idk": {"method": "dpo", "fixed": {"beta": 0.1}},
+    "dpo_alt": {"method": "dpo", "fixed": {"preferred": "alternate"}},
+    "idk": {"method": "idk"},
+    "npo": {"method": "npo"},
+    "blur_dpo": {"method": "blur", "fixed": {"forget_loss": "dpo", "preferred": "alternate"}},
+}
+
+
+def test_dpo_and_idk_runs_get_the_embedded_preferred_answer_files(tmp_path):
+    s = study(tmp_path, methods=RIVALS)
+    _touch_data(s)
+    data = Path(s.data_dir("emb"))
+    (data / "preferred").mkdir()
+    (data / "preferred" / "idk.jsonl").write_text("I don't know.\n")
+    (data / "preferred" / "forget05_alternate.json").write_text('{"alternate": "b"}\n')
+    idk, alt = f"{data}/preferred/idk.jsonl", f"{data}/preferred/forget05_alternate.json"
+    expected = {
+        "dpo_idk": {"idk_file": idk},
+        "dpo_alt": {"alternate_file": alt},
+        "idk": {"idk_file": idk},
+        "npo": {},
+        "blur_dpo": {"alternate_file": alt},
+    }
+    for run in s.runs.values():
+        cfg = s.unlearn_config(run)
+        got = {k: v for k, v in cfg["data"].items() if k in ("idk_file", "alternate_file")}
+        assert got == expected[run.entry], run.entry
+        parse_run_config(json.loads(json.dumps(cfg)), run.entry)  # the library takes it
+
+
+def _tofu_study(tmp_path, methods, **bench):
+    tofu, model = tmp_path / "tofu", tmp_path / "model"
+    tofu.mkdir(exist_ok=True)
+    model.mkdir(exist_ok=True)
+    return study(
+        tmp_path,
+        benchmarks={
+            "tofu": {"kind": "tofu", "source": str(tofu), "forget_split": "forget01", **bench}
+        },
+        models={"m": {"kind": "hf", "source": str(model)}},
+        experiments=[{"benchmark": "tofu", "model": "m"}],
+        methods=methods,
+    )
+
+
+def test_tofu_preferred_answer_files_come_from_the_benchmark_config(tmp_path):
+    alt_only = {"dpo_alt": RIVALS["dpo_alt"]}
+    with pytest.raises(
+        ConfigError,
+        match=r"methods.dpo_alt: preferred: alternate.*"
+        r"benchmarks.tofu.alternate_file.*forget01",
+    ):
+        _tofu_study(tmp_path, alt_only)
+    with pytest.raises(
+        ConfigError, match=r"benchmarks.tofu.alternate_file: file not found: .*x.json"
+    ):
+        _tofu_study(tmp_path, alt_only, alternate_file=str(tmp_path / "x.json"))
+    with pytest.raises(ConfigError, match=r"benchmarks.tofu.idk_file: file not found"):
+        _tofu_study(tmp_path, alt_only, idk_file=str(tmp_path / "no.jsonl"))
+    idk, alt = tmp_path / "idk.jsonl", tmp_path / "alt.json"
+    idk.write_text("I have no idea.\n")
+    alt.write_text('{"alternate": "b"}\n')
+    s = _tofu_study(
+        tmp_path,
+        {k: RIVALS[k] for k in ("dpo_idk", "dpo_alt")},
+        idk_file=str(idk),
+        alternate_file=str(alt),
+    )
+    data = {r.entry: s.unlearn_config(r)["data"] for r in s.runs.values()}
+    assert data["dpo_idk"]["idk_file"] == str(idk) and "alternate_file" not in data["dpo_idk"]
+    assert data["dpo_alt"]["alternate_file"] == str(alt) and "idk_file" not in data["dpo_alt"]
+    # without a refusal file TOFU runs use the built-in refusals
+    s = _tofu_study(tmp_path, {"dpo_idk": RIVALS["dpo_idk"]})
+    assert "idk_file" not in s.unlearn_config(next(iter(s.runs.values())))["data"]
+    with pytest.raises(ConfigError, match=r"benchmarks.emb.idk_file applies to kind tofu only"):
+        study(tmp_path, benchmarks={"emb": {"kind": "embedded", "idk_file": str(idk)}})
+
+
 def test_peft_flows_into_run_configs_and_keeps_tags(tmp_path):
     """unlearn.train.peft reaches every run's train section (an entry's train.peft: null
     trains in full); adding it renames no run."""

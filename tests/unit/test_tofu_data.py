@@ -77,7 +77,7 @@ def _load(bench, stem):
 
 
 def test_embedded_files_and_counts(bench):
-    assert {p.stem for p in bench.iterdir()} == EXPECTED_FILES
+    assert {p.stem for p in bench.iterdir()} == EXPECTED_FILES | {"preferred"}
     assert all(name in {p.name for p in bench.iterdir()} for name in TOFU_ALL_FILES)
     full = _load(bench, "full")
     assert len(full) == 500 and len(_people(full)) == 100
@@ -103,6 +103,39 @@ def test_embedded_holdout_people_leave_the_other_files_unchanged(tmp_path):
     assert [(r["question"], r["answer"]) for r in _load(tmp_path, "full")] == [
         (r["question"], r["answer"]) for r in qa
     ]
+
+
+def test_embedded_preferred_answers_for_dpo(bench, tmp_path):
+    from blur_core.data import IDK_ANSWERS, load_refusals
+    from blur_core.data.embedded import MORE_REFUSALS
+    from blur_core.tiny import benchmark_texts, build_tokenizer
+
+    refusals = load_refusals(bench / "preferred" / "idk.jsonl")
+    assert refusals == (*IDK_ANSWERS, *MORE_REFUSALS) and len(set(refusals)) == 20
+    by_question = {}
+    for split in TOFU_SPLITS:
+        forget = _load(bench, split)
+        alts = load_records(bench / "preferred" / f"{split}_alternate.json")
+        assert [r["question"] for r in alts] == [r["question"] for r in forget]
+        for alt, rec, pert in zip(alts, forget, _load(bench, f"{split}_perturbed")):
+            # the same sentence with another value: not the answer, no perturbed value
+            assert alt["alternate"] != rec["answer"]
+            assert alt["alternate"].split()[:2] == rec["answer"].split()[:2]
+            wrong = [
+                w for w in pert["perturbed_answer"] if w.split()[-1] == alt["alternate"].split()[-1]
+            ]
+            assert not wrong, (alt, pert["perturbed_answer"])
+            assert by_question.setdefault(rec["question"], alt["alternate"]) == alt["alternate"]
+    # the tokenizer is trained on the TOFU files only (preferred/ is out of its reach), and
+    # still knows every word of the refusals and alternates
+    copy = tmp_path / "no_preferred"
+    shutil.copytree(bench, copy, ignore=shutil.ignore_patterns("preferred"))
+    assert benchmark_texts(copy) == benchmark_texts(bench)
+    prompt_words = "Question: \nAnswer:"
+    tok = build_tokenizer([*benchmark_texts(bench), prompt_words, *IDK_ANSWERS])
+    texts = [*refusals, *by_question.values()]
+    unk = [t for t in texts if tok.unk_token_id in tok(t, add_special_tokens=False)["input_ids"]]
+    assert not unk
 
 
 def test_embedded_files_are_json_lines(bench):
@@ -548,8 +581,10 @@ def test_cli_prepare_data_embedded(bench, tmp_path):
         )
         == 0
     )
-    assert {p.stem for p in out.iterdir()} == EXPECTED_FILES
-    assert all((out / p.name).read_bytes() == p.read_bytes() for p in bench.iterdir())
+    assert {p.stem for p in out.iterdir()} == EXPECTED_FILES | {"preferred"}
+    assert all(
+        (out / p.name).read_bytes() == p.read_bytes() for p in bench.iterdir() if p.is_file()
+    )
 
 
 def test_cli_prepare_data_errors(bench, tmp_path, capsys):
