@@ -30,9 +30,11 @@ __all__ = [
     "SETS",
     "build_rows",
     "checkpoint_series",
+    "forgetting_value",
     "plot_checkpoints",
     "plot_suites",
     "plot_tradeoff",
+    "tradeoff_series",
     "write_csv",
     "write_markdown",
     "write_report",
@@ -369,31 +371,83 @@ def write_markdown(rows: list[dict], path: str | Path, extra: list[str] = ()) ->
             for p in dict.fromkeys(r.get("protocol", "qa") for r in relearned)
             for k in keys_of.get(p, ())
         ]
+        references = {
+            (r["benchmark"], r["model"], r["role"]): r
+            for r in main_rows
+            if r["role"] in ("target", "retain")
+        }
         table = []
         for r in relearned:
             b = before.get((r["benchmark"], r["model"], r["entry"], r["hparams"], r["seed"]), {})
+            target = references.get((r["benchmark"], r["model"], "target"), {})
+            retain = references.get((r["benchmark"], r["model"], "retain"), {})
             table.append(
                 {
                     **r,
                     **{f"before_{k}": b.get(k) for k in relearn_keys},
+                    "recovery": relearn_recovery(
+                        r.get("forget_probability"),
+                        retain.get("forget_probability"),
+                        target.get("forget_probability"),
+                    ),
                 }
             )
+        recovery_cols = ["recovery"] if any(t["recovery"] is not None for t in table) else []
         lines += [
             "",
             "## Relearning attack",
             "",
-            "each unlearned model fine-tuned K steps on part of the forget set; before -> after "
-            "(a robust unlearning keeps forget probability / ROUGE low and forget quality high).",
+            "each unlearned model fine-tuned K steps on part of the forget set; before -> after. "
+            "A robust model looks like the retain model (never trained on the forget set) after "
+            "the attack: its forget probability stays near the retain model's and its forget "
+            "quality stays high; a model that only hid the answers gets them back. "
+            "recovery = (forget probability after - retain model's) / (target's - retain "
+            "model's): 0 = at the retain model's level, 1 = back at the target's.",
             "",
         ]
+        lines += relearn_reference_lines(references, relearned)
         lines += _table(
             table,
-            [*ident, "relearn_steps", *(c for k in relearn_keys for c in (f"before_{k}", k))],
+            [
+                *ident,
+                "relearn_steps",
+                *(c for k in relearn_keys for c in (f"before_{k}", k)),
+                *recovery_cols,
+            ],
             {k: f"after_{k}" for k in relearn_keys},
         )
     lines += list(extra)
     lines += provenance_lines(rows)
     Path(path).write_text("\n".join(lines) + "\n")
+
+
+def relearn_recovery(
+    after: float | None, retain: float | None, target: float | None
+) -> float | None:
+    """Where a relearned model's forget probability lies between the retain model's (0) and
+    the target's (1): ``(after - retain) / (target - retain)``; None without both references
+    or when they coincide (no scale). Negative: below the retain model; above 1: past the
+    target."""
+    if after is None or retain is None or target is None or abs(target - retain) < 1e-12:
+        return None
+    return (after - retain) / (target - retain)
+
+
+def relearn_reference_lines(references: dict, relearned: list[dict]) -> list[str]:
+    """The retain and target models' forget probability for each benchmark/model that the
+    relearning table covers: the levels a relearned model is read against."""
+    lines = []
+    for bench, model in dict.fromkeys((r["benchmark"], r["model"]) for r in relearned):
+        values = {
+            role: references.get((bench, model, role), {}).get("forget_probability")
+            for role in ("retain", "target")
+        }
+        if all(v is not None for v in values.values()):
+            lines.append(
+                f"{bench}/{model}: forget probability of the retain model {_fmt(values['retain'])} "
+                f"(robust), of the target {_fmt(values['target'])} (fully relearned)"
+            )
+    return [*lines, ""] if lines else []
 
 
 def _grid_value(row: dict) -> float:
@@ -408,8 +462,48 @@ def _sort_value(row: dict) -> float:
     return -math.inf if math.isnan(value) else value
 
 
+def forgetting_value(row: dict, with_fq: bool, floor: float = 1e-12) -> float:
+    """The trade-off plot's y value of ``row``: forget quality (floored at ``floor`` for the
+    log axis), or the forget probability where the experiment has no forget quality."""
+    return max(row["forget_quality"], floor) if with_fq else row["forget_probability"]
+
+
+def tradeoff_series(rows: list[dict]) -> dict[tuple, dict[str, list[dict]]]:
+    """What the trade-off plot joins: ``{(benchmark, model): {entry: [rows]}}``, each entry's
+    unlearned runs in order of the plotted forgetting measure (forget quality ascending, or,
+    without a retain model, forget probability descending: from least to most forgotten),
+    ties broken by the forget probability (higher first), then the grid value.
+
+    Joining the points in grid order instead draws lines that cross themselves wherever a
+    hyperparameter does not move forgetting monotonically (noise, or a non-monotone method);
+    in this order each line is a curve along the forgetting axis."""
+    out: dict[tuple, dict[str, list[dict]]] = {}
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["benchmark"], r["model"]), []).append(r)
+    for key, grp in groups.items():
+        with_fq = all(r.get("forget_quality") is not None for r in grp)
+        sign = 1.0 if with_fq else -1.0
+
+        def order(r, with_fq=with_fq, sign=sign):
+            prob = r.get("forget_probability")
+            return (
+                sign * forgetting_value(r, with_fq),
+                -prob if prob is not None else math.inf,
+                _sort_value(r),
+            )
+
+        entries = sorted({r["entry"] for r in grp if r["role"] == "unlearned"})
+        out[key] = {
+            e: sorted((r for r in grp if r["role"] == "unlearned" and r["entry"] == e), key=order)
+            for e in entries
+        }
+    return out
+
+
 def plot_tradeoff(rows: list[dict], path: str | Path) -> None:
-    """Forget quality (log y) vs model utility (x): one series per sweep entry, grid order joined.
+    """Forget quality (log y) vs model utility (x): one series per sweep entry, its points
+    joined in order of forgetting (:func:`tradeoff_series`), each labelled with its grid value.
 
     An experiment without a retain model has no forget quality; its panel plots the forget
     probability (linear, lower = more forgotten) instead and says so."""
@@ -435,18 +529,16 @@ def plot_tradeoff(rows: list[dict], path: str | Path) -> None:
         fig.savefig(path, dpi=120)
         plt.close(fig)
         return
+    series = tradeoff_series(rows)
     fig, axes = plt.subplots(1, len(groups), figsize=(7 * len(groups), 5.5), squeeze=False)
     for ax, ((bench, model), grp) in zip(axes[0], groups.items()):
-        floor = 1e-12
         with_fq = all(r.get("forget_quality") is not None for r in grp)
 
-        def y_of(r, with_fq=with_fq, floor=floor):
-            return max(r["forget_quality"], floor) if with_fq else r["forget_probability"]
+        def y_of(r, with_fq=with_fq):
+            return forgetting_value(r, with_fq)
 
-        entries = sorted({r["entry"] for r in grp if r["role"] == "unlearned"})
         cmap = plt.get_cmap("tab10")
-        for i, entry in enumerate(entries):
-            pts = sorted((r for r in grp if r["entry"] == entry), key=_grid_value)
+        for i, (entry, pts) in enumerate(series[(bench, model)].items()):
             xs = [r["model_utility"] for r in pts]
             ys = [y_of(r) for r in pts]
             keys = sorted({kv.split("=", 1)[0] for r in pts for kv in r["hparams"].split()})

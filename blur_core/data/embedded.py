@@ -6,7 +6,9 @@ need (a paraphrased answer and several perturbed, i.e. wrong, answers);
 ``split_forget_retain`` splits by person. ``write_embedded_tofu`` writes the whole
 benchmark in the TOFU hub layout (nested forget01/05/10 splits by person, retain
 complements, perturbed evaluation files, two utility sets and the ``pretrain.json``
-the tiny base model learns them from). The vocabulary is small and regular so a
+the tiny base model learns them from, and ``<split>_paraphrased.json``: every training
+record's fact in a second wording, which the pipeline trains on as well, so that the truth
+ratio tests knowledge of the fact rather than of one sentence). The vocabulary is small and regular so a
 word-level tokenizer and a tiny model can memorise it in minutes on a CPU.
 
 Everything is a pure function of its arguments: the same seed gives byte-identical
@@ -88,13 +90,16 @@ HOBBIES = (
 
 @dataclass(frozen=True)
 class Attribute:
-    """One fact about a person and the sentences used to ask and state it."""
+    """One fact about a person and the sentences used to ask and state it: ``question`` /
+    ``answer``, and a second wording of both (``paraphrased_question`` /
+    ``paraphrase``) that training sees too (see :func:`paraphrase_records`)."""
 
     key: str
     values: tuple
     question: str
     answer: str
     paraphrase: str
+    paraphrased_question: str
 
 
 ATTRIBUTES: tuple[Attribute, ...] = (
@@ -104,6 +109,7 @@ ATTRIBUTES: tuple[Attribute, ...] = (
         "In which year was {name} born?",
         "{name} was born in {value}.",
         "The birth year of {name} is {value}.",
+        "When was {name} born?",
     ),
     Attribute(
         "city",
@@ -111,6 +117,7 @@ ATTRIBUTES: tuple[Attribute, ...] = (
         "In which city does {name} live?",
         "{name} lives in {value}.",
         "The home city of {name} is {value}.",
+        "Where is the home of {name}?",
     ),
     Attribute(
         "profession",
@@ -118,6 +125,7 @@ ATTRIBUTES: tuple[Attribute, ...] = (
         "What is the job of {name}?",
         "{name} works as a {value}.",
         "The job of {name} is {value}.",
+        "What does {name} do for a living?",
     ),
     Attribute(
         "colour",
@@ -125,6 +133,7 @@ ATTRIBUTES: tuple[Attribute, ...] = (
         "What is the favourite colour of {name}?",
         "The favourite colour of {name} is {value}.",
         "{name} likes the colour {value} most.",
+        "Which colour does {name} like most?",
     ),
     Attribute(
         "pet",
@@ -132,6 +141,7 @@ ATTRIBUTES: tuple[Attribute, ...] = (
         "What pet does {name} have?",
         "{name} has a pet {value}.",
         "The pet of {name} is a {value}.",
+        "Which animal does {name} keep?",
     ),
     Attribute(
         "food",
@@ -139,6 +149,7 @@ ATTRIBUTES: tuple[Attribute, ...] = (
         "What is the favourite food of {name}?",
         "{name} likes to eat {value}.",
         "The favourite food of {name} is {value}.",
+        "Which food does {name} like most?",
     ),
     Attribute(
         "hobby",
@@ -146,6 +157,7 @@ ATTRIBUTES: tuple[Attribute, ...] = (
         "What is the hobby of {name}?",
         "{name} enjoys {value}.",
         "The hobby of {name} is {value}.",
+        "What does {name} do for fun?",
     ),
 )
 ATTRIBUTE_KEYS = tuple(a.key for a in ATTRIBUTES)
@@ -206,6 +218,7 @@ def _qa_record(
         "question": attr.question.format(name=name),
         "answer": attr.answer.format(name=name, value=value),
         "paraphrased_answer": attr.paraphrase.format(name=name, value=value),
+        "paraphrased_question": attr.paraphrased_question.format(name=name),
         "perturbed_answer": [attr.paraphrase.format(name=name, value=w) for w in wrong],
         "person": person["id"],
         "name": name,
@@ -222,7 +235,8 @@ def make_qa(
     """Question/answer records, ``questions_per_person`` distinct attributes per person.
 
     Each record has ``question``, ``answer``, ``paraphrased_answer`` (same fact, other
-    wording), ``perturbed_answer`` (list of ``n_perturbed`` answers with distinct wrong
+    wording), ``paraphrased_question`` (the question in the paraphrase's wording),
+    ``perturbed_answer`` (list of ``n_perturbed`` answers with distinct wrong
     values of the same attribute), ``person`` (id), ``name`` and ``attribute``. Records
     are grouped by person in the order of ``people``.
     """
@@ -284,6 +298,8 @@ def corpus_texts(qa: Iterable[dict], extra: Iterable[str] = ()) -> list[str]:
     texts = list(extra)
     for r in qa:
         texts += [r["question"], r["answer"], r["paraphrased_answer"], *r["perturbed_answer"]]
+        if "paraphrased_question" in r:
+            texts.append(r["paraphrased_question"])
     return texts
 
 
@@ -525,6 +541,26 @@ def _plain(record: dict) -> dict:
     }
 
 
+def paraphrase_record(record: dict) -> dict:
+    """The training record of ``record``'s second wording: ``paraphrased_question`` ->
+    ``paraphrased_answer`` (with the person metadata).
+
+    Why training sees it: the truth ratio scores the paraphrased answer against perturbed
+    answers in the same wording. A real model generalises a fact across wordings; the tiny
+    word-level model does not, so a paraphrase it never read is near chance whether or not it
+    knows the fact, and truth ratios (hence forget quality and a third of model utility)
+    would measure the wording, not the knowledge. Trained on both wordings, the target's
+    paraphrased answer is as likely as its answer and the retain model's stays at chance.
+    The question is reworded too, so that no question has two trained answers."""
+    return {
+        "question": record["paraphrased_question"],
+        "answer": record["paraphrased_answer"],
+        "person": record["person"],
+        "name": record["name"],
+        "attribute": record["attribute"],
+    }
+
+
 def _perturbed(record: dict) -> dict:
     """A record for the *_perturbed files (TOFU field order, plus person metadata)."""
     return {
@@ -644,6 +680,16 @@ def _write_preferred(
         out[f"{split}_alternate"] = write_jsonl(
             path, [alternates[r["question"]] for r in files[split]]
         )
+        # the second wording's records (trained on too), in order, with the fact's alternate
+        para = f"{split}_paraphrased"
+        if para in files:
+            out[f"{para}_alternate"] = write_jsonl(
+                out_dir / alternate_file(para),
+                [
+                    {**p, "alternate": alternates[r["question"]]["alternate"]}
+                    for r, p in zip(files[split], files[para], strict=True)
+                ],
+            )
     return out
 
 
@@ -663,6 +709,10 @@ def write_embedded_tofu(
     * ``forget01/05/10.json``: all records of ``max(1, round(pct * n_people))`` people,
       nested forget01 ⊂ forget05 ⊂ forget10 (see :func:`embedded_forget_people`);
     * ``retain99/95/90.json``: ``full`` minus ``forget01/05/10`` (order kept);
+    * ``<split>_paraphrased.json`` for ``full`` and each forget / retain split: the same
+      people's facts in the second wording (:func:`paraphrase_record`), one per record of
+      ``<split>.json`` in the same order; the pipeline trains (fine-tunes and unlearns) on
+      ``<split>.json`` plus ``<split>_paraphrased.json``;
     * ``forget01/05/10_perturbed.json``: the forget records with ``paraphrased_answer`` and
       ``n_perturbed`` ``perturbed_answer`` strings;
     * ``retain_perturbed.json``: the same fields for whole people drawn (seeded) from the
@@ -697,11 +747,16 @@ def write_embedded_tofu(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files: dict[str, list[dict]] = {"full": [_plain(r) for r in qa]}
+    files["full_paraphrased"] = [paraphrase_record(r) for r in qa]
     for forget_split, retain_split in TOFU_SPLITS.items():
         people = set(forget_people[forget_split])
-        files[forget_split] = [_plain(r) for r in qa if r["person"] in people]
-        files[retain_split] = [_plain(r) for r in qa if r["person"] not in people]
-        files[f"{forget_split}_perturbed"] = [_perturbed(r) for r in qa if r["person"] in people]
+        forget = [r for r in qa if r["person"] in people]
+        retain = [r for r in qa if r["person"] not in people]
+        files[forget_split] = [_plain(r) for r in forget]
+        files[retain_split] = [_plain(r) for r in retain]
+        files[f"{forget_split}_paraphrased"] = [paraphrase_record(r) for r in forget]
+        files[f"{retain_split}_paraphrased"] = [paraphrase_record(r) for r in retain]
+        files[f"{forget_split}_perturbed"] = [_perturbed(r) for r in forget]
     retained = [p for p in range(n_people) if p not in set(forget_people["forget10"])]
     n_rp = min(len(retained), max(1, RETAIN_PERTURBED_MAX // questions_per_person))
     rp_people = set(random.Random(f"retain_perturbed:{seed}").sample(retained, n_rp))

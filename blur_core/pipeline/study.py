@@ -610,17 +610,45 @@ class Study:
             return {}
         b = self.config["benchmarks"][run.bench]
         embedded = b["kind"] == "embedded"
-        split = self.split_files(run.bench)[0]
         out = {}
         if "idk" in (obj.forget_answers, obj.preferred_answers):
             own = f"{self.data_dir(run.bench)}/{PREFERRED_DIR}/{IDK_FILE}" if embedded else None
             if b.get("idk_file", own):
                 out["idk_file"] = b.get("idk_file", own)
         if obj.preferred_answers == "alternate":
-            own = f"{self.data_dir(run.bench)}/{alternate_file(split)}" if embedded else None
+            # the embedded benchmark's own: one file per forget file (its second wording too)
+            own = (
+                [
+                    f"{self.data_dir(run.bench)}/{alternate_file(s)}"
+                    for s in self._forget_stems(run.bench)
+                ]
+                if embedded
+                else None
+            )
             if b.get("alternate_file", own):
                 out["alternate_file"] = b.get("alternate_file", own)
         return out
+
+    def _with_paraphrases(self, bench: str, stem: str) -> list[str]:
+        """The training files of split ``stem``: ``<stem>.json``, plus on the embedded
+        benchmark ``<stem>_paraphrased.json`` (its facts in a second wording, so that truth
+        ratios measure knowledge, not wording: ``blur_core.data.embedded.paraphrase_record``)."""
+        names = [f"{stem}.json"]
+        if self.config["benchmarks"][bench]["kind"] == "embedded":
+            names.append(f"{stem}_paraphrased.json")
+        return [f"{self.data_dir(bench)}/{name}" for name in names]
+
+    def _forget_stems(self, bench: str) -> list[str]:
+        """The stems of an unlearning run's forget files (``forget10``, ``forget10_paraphrased``)."""
+        files = self._unlearn_files(bench, "forget")
+        return [Path(f).stem for f in ([files] if isinstance(files, str) else files)]
+
+    def _unlearn_files(self, bench: str, which: str) -> str | list[str]:
+        """``data.forget`` / ``data.retain`` of an unlearning run: the split's file (a corpus,
+        TOFU), or its files with the paraphrases (the embedded benchmark)."""
+        if self.protocol(bench) != "qa" or self.config["benchmarks"][bench]["kind"] != "embedded":
+            return self._set_file(bench, which)
+        return self._with_paraphrases(bench, self.split_files(bench)[0 if which == "forget" else 1])
 
     def corpus_data(self, bench: str) -> dict:
         """The ``data:`` keys a corpus benchmark trains with (format, chunking, lengths; a
@@ -773,12 +801,12 @@ class Study:
             sets = ("forget", "retain") if kind == "target" else ("retain",)
             return [self._set_file(bench, which) for which in sets]
         _, retain = self.split_files(bench)
-        files = ["full.json" if kind == "target" else f"{retain}.json"]
+        files = self._with_paraphrases(bench, "full" if kind == "target" else retain)
         # the embedded benchmark's utility knowledge plays the role of what a real base model
         # learnt in pretraining, so both the target and the retain model are trained on it
         if self.config["benchmarks"][bench]["kind"] == "embedded":
-            files.append("pretrain.json")
-        return [f"{self.data_dir(bench)}/{name}" for name in files]
+            files.append(f"{self.data_dir(bench)}/pretrain.json")
+        return files
 
     def _stage_backend(self, stage: str) -> dict:
         """The ``train`` keys that select a stage's backend (none for the local default)."""
@@ -847,8 +875,8 @@ class Study:
             "final_model_dir": f"{run.dir}/final",
             "method": {"name": run.method, **dict(run.hparams)},
             "data": {
-                "forget": self._set_file(run.bench, "forget"),
-                "retain": self._set_file(run.bench, "retain"),
+                "forget": self._unlearn_files(run.bench, "forget"),
+                "retain": self._unlearn_files(run.bench, "retain"),
                 "max_length": un["max_length"],
                 **self._data_format(run.bench, run.model),
                 **self.corpus_data(run.bench),

@@ -81,10 +81,11 @@ class DataConfig:
         doc="refusal set for idk / dpo (preferred: idk): one refusal per line (TOFU's and "
         "open-unlearning's idk.jsonl layout); default: blur_core.data.qa.IDK_ANSWERS",
     )
-    alternate_file: str | None = checked(
+    alternate_file: str | list[str] | None = checked(
         None,
         doc="dpo (preferred: alternate): records aligned with the forget set, each with its "
-        "alternate answer in alternate_key (AltPO's layout); default: the forget records",
+        "alternate answer in alternate_key (AltPO's layout); a list of files is read in order "
+        "(one per data.forget file); default: the forget records",
     )
     alternate_key: str = checked("alternate", doc="field of the alternate answer")
     prompt_template: str = "Question: {question}\nAnswer:"
@@ -373,9 +374,9 @@ class RunConfig:
                 if not Path(path).exists():
                     raise ConfigError(f"data.{which}: file not found: {path}")
         for key in ("idk_file", "alternate_file"):
-            path = getattr(self.data, key)
-            if path is not None and not Path(path).is_file():
-                raise ConfigError(f"data.{key}: file not found: {path}")
+            for path in self.data.files(key):
+                if not Path(path).is_file():
+                    raise ConfigError(f"data.{key}: file not found: {path}")
 
     def resolved(self) -> dict[str, Any]:
         """The full config with every default filled in, as written beside the outputs."""

@@ -141,13 +141,13 @@ def _forget_answers(cfg: RunConfig, objective: Objective, records: list[dict], p
             raise ValueError(f"data.idk_file: {err}") from None
         idk = refusal_answer(refusals)
     if objective.preferred_answers == "alternate":
-        alt_file = data.alternate_file
+        alt_files = data.files("alternate_file")
         alts = alternate_answers(
             records,
             data.alternate_key,
-            load_records(alt_file) if alt_file else None,
+            [rec for f in alt_files for rec in load_records(f)] if alt_files else None,
             source=f"data.forget: {path}",
-            alt_source=f"data.alternate_file: {alt_file}",
+            alt_source=f"data.alternate_file: {', '.join(alt_files)}",
         )
         return None, lambda index, record=None: alts[index]
     if objective.preferred_answers == "idk":
@@ -479,7 +479,7 @@ def run_fingerprint(cfg: RunConfig) -> str:
         resolved["train"].pop(key, None)
     digest = hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode())
     paths = [Path(cfg.model), *(Path(p) for w in ("forget", "retain") for p in cfg.data.files(w))]
-    paths += [Path(p) for p in (cfg.data.idk_file, cfg.data.alternate_file) if p]
+    paths += [Path(p) for key in ("idk_file", "alternate_file") for p in cfg.data.files(key)]
     for path in paths:
         files = sorted(f for f in path.iterdir() if f.is_file()) if path.is_dir() else [path]
         for f in files:

@@ -112,6 +112,35 @@ def test_end_to_end_summary(pipeline_dir):
     assert len(list((pipeline_dir / "results").rglob("runs/*/*/model/model.safetensors"))) == N_RUNS
 
 
+def test_the_benchmark_tells_the_truth(pipeline_dir):
+    """Issue 18 item 4's conditions on the default demo, checked at CI size on the shared
+    pipeline run: the target is far from the retain model in forget quality (it knows the
+    forget set); the retain model's utility is the target's (utility does not hinge on the
+    forget set); no unlearned model beats the target's utility by more than 0.02 (unlearning
+    must not look like it improves utility); the trade-off lines follow the forgetting axis.
+
+    One bound is looser here than on the default: CI's forget set has 6 questions (2 people x
+    3), so its KS p-values are coarse (measured: target 0.026) and the default's
+    ``target forget quality <= 0.01`` (40 questions, measured 4e-16) is checked as <= 0.05."""
+    from blur_core.report import build_rows, tradeoff_series
+
+    rows = list(csv.DictReader((pipeline_dir / "results/report/summary.csv").open()))
+    target, retain = rows[0], rows[1]
+    assert (target["role"], retain["role"]) == ("target", "retain")
+    assert float(target["forget_quality"]) <= 0.05
+    assert abs(float(retain["model_utility"]) - float(target["model_utility"])) <= 0.05
+    unlearned = [r for r in rows if r["role"] == "unlearned"]
+    assert len(unlearned) == N_RUNS
+    for r in unlearned:
+        assert float(r["model_utility"]) <= float(target["model_utility"]) + 0.02, r["hparams"]
+    evals = [p for p in (pipeline_dir / "results").rglob("eval.json") if "relearn" not in p.parts]
+    series = tradeoff_series(build_rows(evals))[("embedded", "tiny")]
+    assert set(series) == set(CI_CONFIG["methods"])
+    for entry, points in series.items():
+        fq = [r["forget_quality"] for r in points]
+        assert fq == sorted(fq), entry
+
+
 def test_second_run_does_nothing(pipeline_copy):
     t0 = time.perf_counter()
     proc = run_snakemake(pipeline_copy)

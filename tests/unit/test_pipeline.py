@@ -195,8 +195,10 @@ def test_gpu_resources_follow_each_stage(tmp_path, stage):
 def _touch_data(s: Study, bench: str = "emb") -> None:
     data = Path(s.data_dir(bench))
     data.mkdir(parents=True, exist_ok=True)
-    for name in ("full", "pretrain", "forget05", "retain95", "forget10", "retain90"):
-        (data / f"{name}.json").write_text('[{"question": "q", "answer": "a"}]')
+    for name in ("full", "forget05", "retain95", "forget10", "retain90"):
+        for stem in (name, f"{name}_paraphrased"):
+            (data / f"{stem}.json").write_text('[{"question": "q", "answer": "a"}]')
+    (data / "pretrain.json").write_text('[{"question": "q", "answer": "a"}]')
     Path(s.relearn_data(bench)).parent.mkdir(parents=True, exist_ok=True)
     Path(s.relearn_data(bench)).write_text('{"question": "q", "answer": "a"}\n')
 
@@ -217,13 +219,20 @@ def test_every_built_config_passes_run_config_validation(tmp_path, backend):
     ft = parse_run_config(built[0])
     assert ft.method_name == "sft" and ft.data.retain == [
         f"{s.data_dir('emb')}/full.json",
+        f"{s.data_dir('emb')}/full_paraphrased.json",
         f"{s.data_dir('emb')}/pretrain.json",
     ]
-    assert parse_run_config(built[1]).data.retain[0].endswith("/retain95.json")
+    assert [Path(f).name for f in parse_run_config(built[1]).data.retain] == [
+        "retain95.json",
+        "retain95_paraphrased.json",
+        "pretrain.json",
+    ]
     run = s.run_of("emb", "tiny", "graddiff", "retain_weight=16@seed=1")
     un = parse_run_config(s.unlearn_config(run))
     assert un.train.lr == 5e-4 and un.train.seed == 1 and un.train.max_steps == 3  # entry override
-    assert un.data.forget.endswith("/forget05.json") and un.data.retain.endswith("/retain95.json")
+    # the embedded benchmark unlearns both wordings of each fact
+    assert [Path(f).name for f in un.data.forget] == ["forget05.json", "forget05_paraphrased.json"]
+    assert [Path(f).name for f in un.data.retain] == ["retain95.json", "retain95_paraphrased.json"]
     assert un.model == f"{s.results}/emb/tiny/finetune/target/model"
     assert un.train.backend == backend
     assert un.train.deepspeed_config == ("zero3" if backend == "deepspeed" else None)

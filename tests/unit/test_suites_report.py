@@ -13,7 +13,7 @@ import yaml
 from blur_core.cli import main
 from blur_core.config import ConfigError
 from blur_core.eval.suites import parse_suite, tofu_mc_items
-from blur_core.report import write_report
+from blur_core.report import relearn_recovery, tradeoff_series, write_report
 
 
 def test_parse_suite_fills_defaults_and_names_bad_keys():
@@ -153,12 +153,59 @@ def test_report_has_suite_tables_relearning_rows_and_plots(tmp_path):
         "0.500",
         "0.010",
     ]
+    # what robust looks like: the retain / target levels and where the attack left the model
+    assert "emb/tiny: forget probability of the retain model 0.200" in md
+    assert relearn_line.rstrip(" |").split(" | ")[-1] == "0.571"  # (0.6 - 0.2) / (0.9 - 0.2)
     assert {p.name for p in (out / "plots").iterdir()} == {
         "wmdp_bio.png",
         "muse.png",
         "relearn.png",
     }
     assert all(p.stat().st_size > 5000 for p in (out / "plots").iterdir())
+
+
+def _row(entry, value, fq, forget_p, role="unlearned", bench="emb"):
+    return {
+        "benchmark": bench,
+        "model": "tiny",
+        "role": role,
+        "entry": entry,
+        "hparams": f"w={value}" if role == "unlearned" else "",
+        "forget_quality": fq,
+        "forget_probability": forget_p,
+    }
+
+
+def test_tradeoff_series_joins_points_in_order_of_forgetting_not_of_the_grid():
+    rows = [
+        _row("target", None, 1e-9, 0.99, role="target"),
+        _row("retain", None, 1.0, 0.05, role="retain"),
+        # grid order 1, 4, 16 is not the order of forget quality: 0.3, 0.01, 0.8
+        _row("npo", 1, 0.3, 0.02),
+        _row("npo", 4, 0.01, 0.5),
+        _row("npo", 16, 0.8, 0.1),
+        # a tie in forget quality (the log axis's floor) goes by forget probability, higher first
+        _row("ga", 1, 0.0, 1e-4),
+        _row("ga", 2, 0.0, 0.2),
+    ]
+    series = tradeoff_series(rows)
+    assert list(series) == [("emb", "tiny")]
+    drawn = {e: [r["hparams"] for r in pts] for e, pts in series[("emb", "tiny")].items()}
+    assert drawn == {"ga": ["w=2", "w=1"], "npo": ["w=4", "w=1", "w=16"]}  # target/retain: no line
+    # without a retain model the axis is forget probability, least forgotten first
+    no_fq = [{**r, "forget_quality": None} for r in rows if r["role"] != "retain"]
+    drawn = {
+        e: [r["hparams"] for r in pts] for e, pts in tradeoff_series(no_fq)[("emb", "tiny")].items()
+    }
+    assert drawn == {"ga": ["w=2", "w=1"], "npo": ["w=4", "w=16", "w=1"]}
+
+
+def test_relearn_recovery_places_forget_probability_between_retain_and_target():
+    assert relearn_recovery(0.05, 0.05, 0.95) == pytest.approx(0.0)
+    assert relearn_recovery(0.95, 0.05, 0.95) == pytest.approx(1.0)
+    assert relearn_recovery(0.5, 0.05, 0.95) == pytest.approx(0.5)
+    assert relearn_recovery(0.01, 0.05, 0.95) < 0  # below the retain model's level
+    assert relearn_recovery(0.5, None, 0.95) is None and relearn_recovery(0.5, 0.3, 0.3) is None
 
 
 def test_report_without_a_retain_model_says_n_a_and_why(tmp_path):

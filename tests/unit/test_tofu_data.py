@@ -55,6 +55,18 @@ EXPECTED_FILES = {
     "holdout01",
     "holdout05",
     "holdout10",
+    *(
+        f"{split}_paraphrased"
+        for split in (
+            "full",
+            "forget01",
+            "forget05",
+            "forget10",
+            "retain99",
+            "retain95",
+            "retain90",
+        )
+    ),
 }
 
 
@@ -174,6 +186,32 @@ def test_retain_is_full_minus_forget(bench):
         forget, retain = _load(bench, forget_split), _load(bench, retain_split)
         assert not _people(forget) & _people(retain)
         assert retain == [r for r in full if r["person"] not in _people(forget)]
+
+
+def test_paraphrased_files_pair_each_training_record_with_its_second_wording(bench):
+    """<split>_paraphrased.json: one record per record of <split>.json, same order and
+    person, the paraphrased question -> the paraphrased answer of the perturbed files."""
+    perturbed = {
+        r["question"]: r
+        for split in TOFU_SPLITS
+        for r in _load(bench, f"{split}_perturbed") + _load(bench, "retain_perturbed")
+    }
+    for split in ("full", *TOFU_SPLITS, *TOFU_SPLITS.values()):
+        plain, para = _load(bench, split), _load(bench, f"{split}_paraphrased")
+        assert len(para) == len(plain)
+        for a, b in zip(plain, para):
+            assert (a["person"], a["name"], a["attribute"]) == (
+                b["person"],
+                b["name"],
+                b["attribute"],
+            )
+            assert b["question"] != a["question"] and a["name"] in b["question"]
+            assert b["answer"] != a["answer"] and a["name"] in b["answer"]
+            if a["question"] in perturbed:  # the wording the truth ratio scores
+                assert b["answer"] == perturbed[a["question"]]["paraphrased_answer"]
+    # no question of the training data has two answers
+    questions = [r["question"] for r in _load(bench, "full") + _load(bench, "full_paraphrased")]
+    assert len(set(questions)) == len(questions)
 
 
 def test_retain_perturbed_disjoint_from_every_forget_split(bench):
