@@ -259,8 +259,12 @@ def test_dpo_and_idk_runs_get_the_embedded_preferred_answer_files(tmp_path):
     data = Path(s.data_dir("emb"))
     (data / "preferred").mkdir()
     (data / "preferred" / "idk.jsonl").write_text("I don't know.\n")
-    (data / "preferred" / "forget05_alternate.json").write_text('{"alternate": "b"}\n')
-    idk, alt = f"{data}/preferred/idk.jsonl", f"{data}/preferred/forget05_alternate.json"
+    for stem in ("forget05", "forget05_paraphrased"):
+        (data / "preferred" / f"{stem}_alternate.json").write_text('{"alternate": "b"}\n')
+    idk = f"{data}/preferred/idk.jsonl"
+    # one alternate file per forget file: the split and its second wording
+    alt = [f"{data}/preferred/forget05_alternate.json"]
+    alt.append(f"{data}/preferred/forget05_paraphrased_alternate.json")
     expected = {
         "dpo_idk": {"idk_file": idk},
         "dpo_alt": {"alternate_file": alt},

@@ -138,6 +138,11 @@ def test_embedded_preferred_answers_for_dpo(bench, tmp_path):
             ]
             assert not wrong, (alt, pert["perturbed_answer"])
             assert by_question.setdefault(rec["question"], alt["alternate"]) == alt["alternate"]
+        # the second wording (trained on too) has its own file, aligned with it, same alternates
+        para = _load(bench, f"{split}_paraphrased")
+        para_alts = load_records(bench / "preferred" / f"{split}_paraphrased_alternate.json")
+        assert [r["question"] for r in para_alts] == [r["question"] for r in para]
+        assert [a["alternate"] for a in para_alts] == [a["alternate"] for a in alts]
     # the tokenizer is trained on the TOFU files only (preferred/ is out of its reach), and
     # still knows every word of the refusals and alternates
     copy = tmp_path / "no_preferred"
