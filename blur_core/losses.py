@@ -129,17 +129,21 @@ def _check_non_negative(name: str, value: object) -> float:
     return v
 
 
+def _check_reference(name: str, ref: Tensor, like_name: str, like: Tensor) -> None:
+    """A reference tensor (``ref_logits``, ``ref_activations``): floating point, shaped
+    like the policy's ``like``."""
+    _check_tensor(name, ref)
+    if tuple(ref.shape) != tuple(like.shape):
+        raise ValueError(
+            f"{name} must have the shape of {like_name} {tuple(like.shape)}, got shape "
+            f"{tuple(ref.shape)}"
+        )
+    if not ref.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got dtype {ref.dtype}")
+
+
 def _check_ref_logits(logits: Tensor, ref_logits: Tensor) -> None:
-    _check_tensor("ref_logits", ref_logits)
-    if tuple(ref_logits.shape) != tuple(logits.shape):
-        raise ValueError(
-            f"ref_logits must have the shape of logits {tuple(logits.shape)}, got shape "
-            f"{tuple(ref_logits.shape)}"
-        )
-    if not ref_logits.is_floating_point():
-        raise ValueError(
-            f"ref_logits must be a floating-point tensor, got dtype {ref_logits.dtype}"
-        )
+    _check_reference("ref_logits", ref_logits, "logits", logits)
 
 
 def _check_ref_seq(name: str, ref: Tensor, batch: int) -> None:
@@ -731,14 +735,5 @@ def rmu_retain_loss(activations: Tensor, ref_activations: Tensor, attention_mask
         float32 scalar.
     """
     _check_activations(activations, attention_mask)
-    _check_tensor("ref_activations", ref_activations)
-    if tuple(ref_activations.shape) != tuple(activations.shape):
-        raise ValueError(
-            f"ref_activations must have the shape of activations {tuple(activations.shape)}, "
-            f"got shape {tuple(ref_activations.shape)}"
-        )
-    if not ref_activations.is_floating_point():
-        raise ValueError(
-            f"ref_activations must be a floating-point tensor, got dtype {ref_activations.dtype}"
-        )
+    _check_reference("ref_activations", ref_activations, "activations", activations)
     return _rmu_reduce(activations, ref_activations.detach(), attention_mask)
