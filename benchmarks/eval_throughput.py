@@ -18,8 +18,9 @@ first two items is not timed):
   (b) TOFU scoring: the first ``n_tofu`` questions of ``<data>/tofu/forget01_perturbed.json``
       with what TOFU scores for each (answer, paraphrase, five perturbed answers: 7 pairs),
       ``answer_nll(batch_size=1 | B, scoring="padded")`` vs ``answer_nll(scoring="packed")``
-      (each question's prompt once, its 7 answers after it, block mask); the max |delta
-      NLL| of packed vs padded is reported.
+      (each question's prompt once and its 7 answers as a prefix tree after it: a start
+      that several answers share is computed once; tree mask); the max |delta NLL| of
+      packed vs padded is reported.
 
 Part ``generation``: ``n_gen`` forget01 questions, ``greedy_generate`` one at a time and
 batched with ``model.generate`` (``decoder="generate"``: a finished row runs until the
@@ -405,8 +406,8 @@ def render(meta: dict, throughput: dict | None, study: dict | None, unlearn: dic
         "# Evaluation throughput: one-at-a-time vs batched (padded) vs packed",
         "",
         f"Model `{meta['model']}` (fp32, CPU), batch size {meta['batch_size']}, torch threads "
-        f"{meta['threads']} (machine: {meta['cores']} cores shared with other jobs; load "
-        f"average {meta['load']} at the start, {meta['date']}), median of {meta['reps']} "
+        f"{meta['threads']} (machine: {meta['cores']} cores; load average {meta['load']} "
+        f"at the start, {meta['date']}), median of {meta['reps']} "
         "rotating rounds after a warm-up. Examples/s by process CPU time (robust to load from "
         "other processes) and by wall time. Tokens = model inputs including padding; padding "
         "share = 1 - real / processed. Produced by `benchmarks/eval_throughput.py`.",

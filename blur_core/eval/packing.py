@@ -1,22 +1,25 @@
-"""Shared-prefix, packed teacher-forced scoring.
+"""Shared-prefix, packed teacher-forced scoring on a prefix tree.
 
 A :class:`ScoreRequest` is one prefix (a prompt or context) with several continuations
 scored after it (TOFU's answer, paraphrase and perturbed answers of one question; the
-choices of a multiple-choice item). Its *segment* holds the prefix once, then every
-continuation's input tokens (all but its last token)::
+choices of a multiple-choice item). Its *segment* is the prefix tree (:class:`PrefixTree`)
+of its token sequences: the prefix once, then every continuation's input tokens (all but
+its last token), with the starts that continuations share stored once. For the prefix
+``p0 p1`` and the continuations ``a b c`` and ``a d``::
 
-    prefix p_0..p_{P-1} | c1_0..c1_{n1-2} | c2_0..c2_{n2-2} | ...
-    positions  0..P-1   |  P..P+n1-2      |  P..P+n2-2      | ...
+    p0 - p1 - a - b              (c is predicted at b, d at a, a at p1)
+                                 segment: p0 p1 a b   positions 0 1 2 3
 
-A continuation token attends to the whole prefix and causally to its own earlier
-tokens, never to another continuation (block mask), and its position ids continue the
-prefix's, so every scored log-probability is that of ``prefix + continuation`` run
-alone (equal within fp32 noise). ``log p(c_0)`` is read at the prefix's last position,
-``log p(c_j)`` at ``c_{j-1}``. Segments are packed first-fit-decreasing into rows of at
-most ``row_tokens`` (a longer segment gets a row of its own), which are block-diagonal,
-and rows are grouped longest first into batches of at most ``batch_tokens`` (padded
-rows x width), so padding is only the width difference of similarly long rows. The LM
-head runs only at the scored positions.
+A node attends to its ancestors and itself (the tree mask), never to a sibling branch,
+and its position id is its depth, so every scored log-probability is that of ``prefix +
+continuation`` run alone (equal within fp32 noise). ``log p(c_0)`` is read at the
+prefix's last node, ``log p(c_j)`` at the node of ``c_{j-1}``. Each distinct node is
+computed once: TOFU's five perturbed answers often start alike, and MC choices share a
+leading space. Segments are packed first-fit-decreasing into rows of at most
+``row_tokens`` (a longer segment gets a row of its own), which are block-diagonal, and
+rows are grouped longest first into batches of at most ``batch_tokens`` (padded rows x
+width), so padding is only the width difference of similarly long rows; a padding
+position attends only to itself. The LM head runs only at the scored positions.
 
 The mask is passed as a 4D additive float tensor ``[B, 1, T, T]``, which transformers'
 ``eager`` and ``sdpa`` attention use as is (:func:`supports_packed`).
@@ -27,6 +30,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -35,10 +39,12 @@ from blur_core.config import require_int
 __all__ = [
     "PACKED_ATTENTION",
     "PackedBatch",
+    "PrefixTree",
     "ScoreRequest",
     "group_by_prefix",
     "pack_segments",
     "plan_batches",
+    "prefix_tree",
     "score_packed",
     "scored_logits",
     "supports_packed",
@@ -47,6 +53,51 @@ __all__ = [
 
 PACKED_ATTENTION: tuple[str, ...] = ("eager", "sdpa")
 """Attention implementations that take a custom 4D mask as is."""
+
+
+@dataclass(frozen=True)
+class PrefixTree:
+    """The prefix tree of one prefix and its continuations' input tokens.
+
+    ``tokens[i]`` is node ``i``'s token id, ``parents[i]`` its parent node (``-1`` for the
+    root, the prefix's first token); parents come before their children. ``scored[k]``
+    lists, for continuation ``k``, the node whose output predicts each of its tokens:
+    the prefix's last node for ``c_0``, the node of ``c_{j-1}`` for ``c_j``.
+    """
+
+    tokens: tuple[int, ...]
+    parents: tuple[int, ...]
+    scored: tuple[tuple[int, ...], ...]
+
+    def depths(self) -> list[int]:
+        """Each node's depth (the root's is 0): its position id."""
+        depth: list[int] = []
+        for parent in self.parents:
+            depth.append(0 if parent < 0 else depth[parent] + 1)
+        return depth
+
+
+def prefix_tree(prefix: Sequence[int], continuations: Sequence[Sequence[int]]) -> PrefixTree:
+    """The :class:`PrefixTree` of ``prefix`` (a chain) and ``continuations`` (each
+    continuation's tokens but its last hang off the prefix's last node, sharing the nodes
+    of any start they have in common with an earlier continuation)."""
+    tokens = [int(t) for t in prefix]
+    parents = list(range(-1, len(tokens) - 1))
+    children: dict[tuple[int, int], int] = {}
+    last_prefix = len(tokens) - 1
+    scored = []
+    for cont in continuations:
+        node, predictors = last_prefix, [last_prefix]
+        for token in cont[:-1]:
+            key = (node, int(token))
+            if key not in children:
+                children[key] = len(tokens)
+                tokens.append(int(token))
+                parents.append(node)
+            node = children[key]
+            predictors.append(node)
+        scored.append(tuple(predictors))
+    return PrefixTree(tuple(tokens), tuple(parents), tuple(scored))
 
 
 @dataclass(frozen=True)
@@ -65,10 +116,16 @@ class ScoreRequest:
         if empty is not None:
             raise ValueError(f"continuation {empty} of a ScoreRequest is empty")
 
+    @cached_property
+    def tree(self) -> PrefixTree:
+        """The request's :class:`PrefixTree` (built once)."""
+        return prefix_tree(self.prefix, self.continuations)
+
     @property
     def segment_length(self) -> int:
-        """Tokens of the packed segment: ``P + sum_k (n_k - 1)``."""
-        return len(self.prefix) + sum(len(c) - 1 for c in self.continuations)
+        """Tokens of the packed segment: the prefix tree's nodes, at most
+        ``P + sum_k (n_k - 1)`` (equal when no two continuations start alike)."""
+        return len(self.tree.tokens)
 
 
 def group_by_prefix(
@@ -168,28 +225,32 @@ class PackedBatch:
 
 def _layout_row(
     requests: Sequence[ScoreRequest], segments: Sequence[int], slot_base: Sequence[int]
-) -> tuple[list[int], list[int], list[int], list[int], list[tuple[int, int, int]]]:
-    """Token ids, position ids, segment ids, block ids (0 = prefix, k + 1 = continuation
-    k) and ``(position, target, slot)`` of the scored tokens of one row."""
-    ids, pos, seg, block, scored = [], [], [], [], []
+) -> tuple[list[int], list[int], list[int], list[tuple[int, int, int]]]:
+    """Token ids, position ids (depths), parents (row indices; ``-1`` for a segment's
+    root) and ``(position, target, slot)`` of the scored tokens of one row."""
+    ids: list[int] = []
+    pos: list[int] = []
+    parents: list[int] = []
+    scored: list[tuple[int, int, int]] = []
     for s in segments:
-        req = requests[s]
-        start, n_prefix = len(ids), len(req.prefix)
-        ids += req.prefix
-        pos += range(n_prefix)
-        seg += [s] * n_prefix
-        block += [0] * n_prefix
-        last_prefix = start + n_prefix - 1
-        for k, cont in enumerate(req.continuations):
-            at = len(ids)
-            ids += cont[:-1]
-            pos += range(n_prefix, n_prefix + len(cont) - 1)
-            seg += [s] * (len(cont) - 1)
-            block += [k + 1] * (len(cont) - 1)
-            # c_0 is predicted at the prefix's last position, c_j at c_{j-1}
-            inputs = [last_prefix, *range(at, at + len(cont) - 1)]
-            scored += [(p, t, slot_base[s] + k) for p, t in zip(inputs, cont)]
-    return ids, pos, seg, block, scored
+        req, start = requests[s], len(ids)
+        tree = req.tree
+        ids += tree.tokens
+        pos += tree.depths()
+        parents += [-1 if p < 0 else start + p for p in tree.parents]
+        for k, (cont, nodes) in enumerate(zip(req.continuations, tree.scored)):
+            scored += [(start + n, t, slot_base[s] + k) for n, t in zip(nodes, cont)]
+    return ids, pos, parents, scored
+
+
+def _tree_mask(parents: Sequence[int], width: int) -> torch.Tensor:
+    """``[width, width]`` bool: query ``i`` may attend to key ``j`` iff ``j`` is ``i`` or
+    one of its ancestors. Positions past ``len(parents)`` (padding) see only themselves."""
+    allowed = torch.eye(width, dtype=torch.bool)
+    for i, parent in enumerate(parents):
+        if parent >= 0:  # parents come first: their rows are complete
+            allowed[i] |= allowed[parent]
+    return allowed
 
 
 def _build_batch(
@@ -204,29 +265,23 @@ def _build_batch(
     shape = (len(rows), width)
     input_ids = torch.full(shape, int(pad_token_id), dtype=torch.long)
     position_ids = torch.zeros(shape, dtype=torch.long)
-    seg_ids = torch.full(shape, -1, dtype=torch.long)  # padding: its own segment
-    block_ids = torch.zeros(shape, dtype=torch.long)
+    allowed = torch.zeros((len(rows), width, width), dtype=torch.bool)
     keep = torch.zeros(shape, dtype=torch.bool)
     flat_pos, targets, owner = [], [], []
-    for b, (ids, pos, seg, block, scored) in enumerate(laid):
+    for b, (ids, pos, parents, scored) in enumerate(laid):
         n = len(ids)
         input_ids[b, :n] = torch.as_tensor(ids, dtype=torch.long)
         position_ids[b, :n] = torch.as_tensor(pos, dtype=torch.long)
-        seg_ids[b, :n] = torch.as_tensor(seg, dtype=torch.long)
-        block_ids[b, :n] = torch.as_tensor(block, dtype=torch.long)
+        allowed[b] = _tree_mask(parents, width)
         for p, t, slot in scored:
             keep[b, p] = True
             flat_pos.append(b * width + p)
             targets.append(t)
             owner.append(slot)
-    causal = torch.ones(width, width, dtype=torch.bool).tril()
-    same_seg = seg_ids[:, :, None] == seg_ids[:, None, :]
-    key_block = block_ids[:, None, :]
-    visible = (key_block == 0) | (key_block == block_ids[:, :, None])
     return PackedBatch(
         input_ids=input_ids,
         position_ids=position_ids,
-        allowed=same_seg & visible & causal,
+        allowed=allowed,
         keep=keep,
         flat_pos=torch.tensor(flat_pos, dtype=torch.long),
         targets=torch.tensor(targets, dtype=torch.long),

@@ -1,5 +1,5 @@
-"""Packed shared-prefix scoring: grouping, packing, batching, the block mask, and scores
-equal to one forward pass per (prefix + continuation) on a tiny Llama."""
+"""Packed shared-prefix scoring: grouping, the prefix tree, packing, batching, the tree
+mask, and scores equal to one forward pass per (prefix + continuation) on a tiny Llama."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ import torch
 
 from blur_core.eval.packing import (
     ScoreRequest,
+    _tree_mask,
     group_by_prefix,
     pack_segments,
     plan_batches,
+    prefix_tree,
     score_packed,
     supports_packed,
     token_budget_batches,
@@ -33,15 +35,20 @@ def tiny():
 
 
 def _random_requests(vocab: int, n: int, seed: int) -> list[ScoreRequest]:
+    """Random requests whose continuations often start alike (as TOFU's perturbed
+    answers and MC choices do), so that their prefix trees branch."""
     rng = random.Random(seed)
 
     def ids(lo, hi):
         return tuple(rng.randrange(4, vocab) for _ in range(rng.randint(lo, hi)))
 
-    return [
-        ScoreRequest(ids(1, 12), tuple(ids(1, 9) for _ in range(rng.randint(1, 5))))
-        for _ in range(n)
-    ]
+    def continuations():
+        stem = ids(0, 4)
+        return tuple(
+            stem[: rng.randint(0, len(stem))] + ids(1, 6) for _ in range(rng.randint(1, 5))
+        )
+
+    return [ScoreRequest(ids(1, 12), continuations()) for _ in range(n)]
 
 
 def _reference_sum(model, prefix, cont) -> float:
@@ -61,6 +68,45 @@ def test_group_by_prefix_shares_identical_prefixes_in_first_seen_order():
     assert where == [(0, 0), (1, 0), (0, 1), (2, 0)]
     # segment: prefix once + each continuation's inputs (all but its last token)
     assert requests[1].segment_length == 1 + 1
+
+
+def test_prefix_tree_shares_common_starts_of_continuations():
+    # prefix 1 2; continuations a b c | a d | a b e | f  (a=5, b=6, c=7, d=8, e=9, f=10)
+    tree = prefix_tree((1, 2), ((5, 6, 7), (5, 8), (5, 6, 9), (10,)))
+    # nodes: 1 2 | 5 (child of 2) | 6 (child of 5); (5, 8) needs only 5; (5, 6, 9) only 5 6
+    assert tree.tokens == (1, 2, 5, 6)
+    assert tree.parents == (-1, 0, 1, 2)
+    assert tree.depths() == [0, 1, 2, 3]
+    # the node whose output predicts each continuation token
+    assert tree.scored == ((1, 2, 3), (1, 2), (1, 2, 3), (1,))
+    branching = prefix_tree((1,), ((5, 6, 7), (5, 8, 9)))
+    assert branching.tokens == (1, 5, 6, 8)
+    assert branching.parents == (-1, 0, 1, 1)  # 6 and 8 are siblings under 5
+    assert branching.depths() == [0, 1, 2, 2]
+    assert branching.scored == ((0, 1, 2), (0, 1, 3))
+    request = ScoreRequest((1, 2), ((5, 6, 7), (5, 8), (5, 6, 9), (10,)))
+    assert request.segment_length == 4  # a flat layout would hold 2 + 2 + 1 + 2 + 0 = 7
+
+
+def test_tree_mask_hides_sibling_branches():
+    allowed = _tree_mask([-1, 0, 1, 1, 3], width=5).int().tolist()
+    assert allowed == [
+        [1, 0, 0, 0, 0],
+        [1, 1, 0, 0, 0],
+        [1, 1, 1, 0, 0],
+        [1, 1, 0, 1, 0],  # node 3 is node 2's sibling: it does not see it
+        [1, 1, 0, 1, 1],
+    ]
+
+
+def test_padding_positions_see_only_themselves():
+    requests = [ScoreRequest((5, 6, 7), ((8, 9),)), ScoreRequest((5,), ((6,),))]
+    (batch,) = plan_batches(requests, pad_token_id=0, row_tokens=4, batch_tokens=64)
+    assert batch.input_ids.tolist() == [[5, 6, 7, 8], [5, 0, 0, 0]]
+    assert batch.real_tokens == 5 and batch.padded_tokens == 8
+    pad = batch.allowed[1, 1:].int().tolist()
+    assert pad == [[0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]
+    assert not batch.keep[1, 1:].any()
 
 
 def test_score_request_rejects_empty_parts():
@@ -132,6 +178,9 @@ def test_packed_scores_equal_one_forward_per_pair(tiny):
     plans = plan_batches(requests, 0, 24, 64)
     assert len(plans) > 2 and any(b.input_ids.shape[0] > 1 for b in plans)
     assert any(len(r.continuations) > 1 for r in requests)
+    flat = [len(r.prefix) + sum(len(c) - 1 for c in r.continuations) for r in requests]
+    merged = sum(r.segment_length < n for r, n in zip(requests, flat))
+    assert merged >= 5, merged  # the trees really share nodes
     worst = 0.0
     for req, row_sums, row_counts in zip(requests, sums, counts):
         assert row_counts == [len(c) for c in req.continuations]
