@@ -468,6 +468,14 @@ def forgetting_value(row: dict, with_fq: bool, floor: float = 1e-12) -> float:
     return max(row["forget_quality"], floor) if with_fq else row["forget_probability"]
 
 
+def _floored_note(row: dict, plotted: float, with_fq: bool) -> str:
+    """`` (forget quality 1.5e-18, drawn at 1e-12)`` where the log axis' floor moved the
+    point, else ``""``: a floored point must not pass for its plotted value."""
+    if not with_fq or row["forget_quality"] >= plotted:
+        return ""
+    return f" (forget quality {row['forget_quality']:.2g}, drawn at {plotted:.0e})"
+
+
 def tradeoff_series(rows: list[dict]) -> dict[tuple, dict[str, list[dict]]]:
     """What the trade-off plot joins: ``{(benchmark, model): {entry: [rows]}}``, each entry's
     unlearned runs in order of the plotted forgetting measure (forget quality ascending, or,
@@ -547,23 +555,24 @@ def plot_tradeoff(rows: list[dict], path: str | Path) -> None:
             for r, x, y in zip(pts, xs, ys):
                 value = " ".join(kv.split("=", 1)[1] for kv in r["hparams"].split())
                 ax.annotate(
-                    value,
+                    value + _floored_note(r, y, with_fq),
                     (x, y),
                     textcoords="offset points",
                     xytext=(5, 3),
                     fontsize=8,
                     color=cmap(i % 10),
                 )
-        for role, marker, color in (("target", "*", "black"), ("retain", "D", "tab:green")):
+        # the reference models in black: the method lines take tab10's colours
+        for role, marker in (("target", "*"), ("retain", "D")):
             for r in (r for r in grp if r["role"] == role):
                 ax.scatter(
                     [r["model_utility"]],
                     [y_of(r)],
                     marker=marker,
                     s=160,
-                    color=color,
+                    color="black",
                     zorder=5,
-                    label=f"{role} model",
+                    label=f"{role} model" + _floored_note(r, y_of(r), with_fq),
                     edgecolors="white",
                 )
         ax.set_xlabel("model utility (higher = more kept)")
@@ -975,14 +984,14 @@ def plot_protocols(rows: list[dict], out_dir: str | Path) -> list[Path]:
                     fontsize=8,
                     color=cmap(i % 10),
                 )
-        for role, marker, color in (("target", "*", "black"), ("retain", "D", "tab:green")):
+        for role, marker in (("target", "*"), ("retain", "D")):
             for r in (r for r in pts_all if r["role"] == role):
                 ax.scatter(
                     [r[xkey]],
                     [r[ykey]],
                     marker=marker,
                     s=160,
-                    color=color,
+                    color="black",
                     zorder=5,
                     label=f"{role} model",
                     edgecolors="white",

@@ -13,7 +13,13 @@ import yaml
 from blur_core.cli import main
 from blur_core.config import ConfigError
 from blur_core.eval.suites import parse_suite, tofu_mc_items
-from blur_core.report import relearn_recovery, tradeoff_series, write_report
+from blur_core.report import (
+    _floored_note,
+    forgetting_value,
+    relearn_recovery,
+    tradeoff_series,
+    write_report,
+)
 
 
 def test_parse_suite_fills_defaults_and_names_bad_keys():
@@ -198,6 +204,16 @@ def test_tradeoff_series_joins_points_in_order_of_forgetting_not_of_the_grid():
         e: [r["hparams"] for r in pts] for e, pts in tradeoff_series(no_fq)[("emb", "tiny")].items()
     }
     assert drawn == {"ga": ["w=2", "w=1"], "npo": ["w=4", "w=16", "w=1"]}
+
+
+def test_a_point_below_the_log_floor_says_where_it_really_is():
+    target = _row("target", None, 1.5e-18, 0.99, role="target")
+    drawn = forgetting_value(target, with_fq=True)
+    assert drawn == 1e-12
+    assert _floored_note(target, drawn, True) == " (forget quality 1.5e-18, drawn at 1e-12)"
+    run = _row("npo", 1, 0.3, 0.02)
+    assert _floored_note(run, forgetting_value(run, True), True) == ""  # not moved
+    assert _floored_note(target, target["forget_probability"], False) == ""  # no FQ axis
 
 
 def test_relearn_recovery_places_forget_probability_between_retain_and_target():
