@@ -14,8 +14,8 @@ A node attends to its ancestors and itself (the tree mask), never to a sibling b
 and its position id is its depth, so every scored log-probability is that of ``prefix +
 continuation`` run alone (equal within fp32 noise). ``log p(c_0)`` is read at the
 prefix's last node, ``log p(c_j)`` at the node of ``c_{j-1}``. Each distinct node is
-computed once: TOFU's five perturbed answers often start alike, and MC choices share a
-leading space. Segments are packed first-fit-decreasing into rows of at most
+computed once: TOFU's answer, paraphrase and five perturbed answers often start with the
+same words. Segments are packed first-fit-decreasing into rows of at most
 ``row_tokens`` (a longer segment gets a row of its own), which are block-diagonal, and
 rows are grouped longest first into batches of at most ``batch_tokens`` (padded rows x
 width), so padding is only the width difference of similarly long rows; a padding
