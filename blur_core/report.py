@@ -476,6 +476,25 @@ def _floored_note(row: dict, plotted: float, with_fq: bool) -> str:
     return f" (forget quality {row['forget_quality']:.2g}, drawn at {plotted:.0e})"
 
 
+def _scatter_reference_models(ax, rows: list[dict], point, note=lambda r: "") -> None:
+    """The target (star) and retain (diamond) models among ``rows`` at ``point(r) = (x,
+    y)``, labelled ``"<role> model" + note(r)``; in black, as the method lines take
+    tab10's colours."""
+    for role, marker in (("target", "*"), ("retain", "D")):
+        for r in (r for r in rows if r["role"] == role):
+            x, y = point(r)
+            ax.scatter(
+                [x],
+                [y],
+                marker=marker,
+                s=160,
+                color="black",
+                zorder=5,
+                label=f"{role} model" + note(r),
+                edgecolors="white",
+            )
+
+
 def tradeoff_series(rows: list[dict]) -> dict[tuple, dict[str, list[dict]]]:
     """What the trade-off plot joins: ``{(benchmark, model): {entry: [rows]}}``, each entry's
     unlearned runs in order of the plotted forgetting measure (forget quality ascending, or,
@@ -562,19 +581,12 @@ def plot_tradeoff(rows: list[dict], path: str | Path) -> None:
                     fontsize=8,
                     color=cmap(i % 10),
                 )
-        # the reference models in black: the method lines take tab10's colours
-        for role, marker in (("target", "*"), ("retain", "D")):
-            for r in (r for r in grp if r["role"] == role):
-                ax.scatter(
-                    [r["model_utility"]],
-                    [y_of(r)],
-                    marker=marker,
-                    s=160,
-                    color="black",
-                    zorder=5,
-                    label=f"{role} model" + _floored_note(r, y_of(r), with_fq),
-                    edgecolors="white",
-                )
+        _scatter_reference_models(
+            ax,
+            grp,
+            lambda r: (r["model_utility"], y_of(r)),
+            lambda r, with_fq=with_fq: _floored_note(r, y_of(r), with_fq),
+        )
         ax.set_xlabel("model utility (higher = more kept)")
         if with_fq:
             ax.set_yscale("log")
@@ -984,18 +996,7 @@ def plot_protocols(rows: list[dict], out_dir: str | Path) -> list[Path]:
                     fontsize=8,
                     color=cmap(i % 10),
                 )
-        for role, marker in (("target", "*"), ("retain", "D")):
-            for r in (r for r in pts_all if r["role"] == role):
-                ax.scatter(
-                    [r[xkey]],
-                    [r[ykey]],
-                    marker=marker,
-                    s=160,
-                    color="black",
-                    zorder=5,
-                    label=f"{role} model",
-                    edgecolors="white",
-                )
+        _scatter_reference_models(ax, pts_all, lambda r, x=xkey, y=ykey: (r[x], r[y]))
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.set_title(f"{bench} / {model}: {protocol} protocol")

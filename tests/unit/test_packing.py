@@ -35,8 +35,8 @@ def tiny():
 
 
 def _random_requests(vocab: int, n: int, seed: int) -> list[ScoreRequest]:
-    """Random requests whose continuations often start alike (as TOFU's perturbed
-    answers and MC choices do), so that their prefix trees branch."""
+    """Random requests whose continuations often start alike (as TOFU's answer and
+    perturbed answers do), so that their prefix trees branch."""
     rng = random.Random(seed)
 
     def ids(lo, hi):
